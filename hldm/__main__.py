@@ -1,0 +1,3 @@
+from hldm.cli import main
+
+raise SystemExit(main())

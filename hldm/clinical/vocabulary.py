@@ -1,0 +1,133 @@
+"""Clinical vocabulary of H-LDM Studio: the values a clinician can pick, and `Findings`.
+
+Pure Python (no torch). Values are lower-case canonical strings; `display()` gives
+the form a cardiologist reads ("Grade III/VI", "mitral area"). Everything that
+accepts findings (prompt builder, simulator, dataset, pipeline, app) uses these
+tuples, so an unknown value is refused in one place (`hldm.clinical.validation`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+SAMPLE_RATE = 4000  # Hz, CirCor's native rate; every waveform in the project is at this rate
+
+# Levine scale: I-VI for systolic murmurs, I-IV for diastolic ones.
+ROMAN = ("I", "II", "III", "IV", "V", "VI")
+MAX_GRADE_SYSTOLIC = 6
+MAX_GRADE_DIASTOLIC = 4
+
+MURMUR_STATUS = ("absent", "present")
+
+SYSTOLIC_TIMINGS = ("early-systolic", "mid-systolic", "late-systolic", "holosystolic")
+DIASTOLIC_TIMINGS = ("early-diastolic", "mid-diastolic", "holodiastolic")
+CONTINUOUS_TIMINGS = ("continuous",)
+TIMINGS = SYSTOLIC_TIMINGS + DIASTOLIC_TIMINGS + CONTINUOUS_TIMINGS
+
+SHAPES = ("crescendo", "decrescendo", "diamond", "plateau")  # diamond = crescendo-decrescendo
+PITCHES = ("low", "medium", "high")
+QUALITIES = ("blowing", "harsh", "rumbling", "musical")
+LOCATIONS = ("AV", "PV", "TV", "MV")  # aortic, pulmonic, tricuspid, mitral auscultation areas
+RADIATIONS = ("none", "axilla", "carotids", "back", "apex", "left sternal border")
+EXTRA_SOUNDS = ("ejection click", "midsystolic click", "opening snap", "fixed split S2", "S3", "S4")
+
+AGE_GROUPS = ("neonate", "infant", "child", "adolescent", "young adult", "adult", "older adult")
+SEXES = ("female", "male")
+
+HEART_RATE_RANGE = (40.0, 200.0)  # bpm accepted anywhere in the product
+HEIGHT_RANGE_CM = (30.0, 220.0)
+WEIGHT_RANGE_KG = (1.0, 250.0)
+
+# The 17 disease nodes of the knowledge graph (DESIGN.md), canonical ids.
+CONDITIONS = (
+    "normal",
+    "innocent murmur",
+    "aortic stenosis",
+    "pulmonary stenosis",
+    "mitral regurgitation",
+    "tricuspid regurgitation",
+    "ventricular septal defect",
+    "atrial septal defect",
+    "patent ductus arteriosus",
+    "mitral valve prolapse",
+    "hypertrophic obstructive cardiomyopathy",
+    "aortic regurgitation",
+    "pulmonary regurgitation",
+    "mitral stenosis",
+    "tricuspid stenosis",
+    "coarctation of the aorta",
+    "tetralogy of Fallot",
+)
+
+LOCATION_NAMES = {"AV": "aortic area", "PV": "pulmonic area", "TV": "tricuspid area", "MV": "mitral area"}
+
+# The four latent subspaces of the MS-VAE, in channel order (DESIGN.md "Signal and latent").
+SUBSPACES = ("rhythm", "s1s2", "murmur", "noise")
+
+
+def timing_phase(timing: str) -> str:
+    """'systolic', 'diastolic' or 'continuous' for a timing value."""
+    if timing in SYSTOLIC_TIMINGS:
+        return "systolic"
+    if timing in DIASTOLIC_TIMINGS:
+        return "diastolic"
+    if timing in CONTINUOUS_TIMINGS:
+        return "continuous"
+    raise ValueError(f"timing: unknown value {timing!r}; allowed: {', '.join(TIMINGS)}")
+
+
+def max_grade(timing: str) -> int:
+    """Highest Levine grade for a timing: VI systolic/continuous, IV diastolic."""
+    return MAX_GRADE_DIASTOLIC if timing_phase(timing) == "diastolic" else MAX_GRADE_SYSTOLIC
+
+
+def grade_label(grade: int, timing: str) -> str:
+    """'III/VI' for a systolic grade 3, 'II/IV' for a diastolic grade 2."""
+    return f"{ROMAN[grade - 1]}/{ROMAN[max_grade(timing) - 1]}"
+
+
+@dataclass(frozen=True)
+class Findings:
+    """One auscultation finding set: what the clinician asks the generator for.
+
+    Murmur fields are None when `murmur == "absent"`. `grade` is an int 1..6
+    (Levine); validation (hldm.clinical.validation.validate) enforces ranges and
+    coherence. `condition` is optional: when set, the prompt builder and the app
+    pre-fill and cross-check findings against the knowledge graph.
+    """
+
+    murmur: str = "absent"
+    timing: str | None = None
+    shape: str | None = None
+    grade: int | None = None
+    pitch: str | None = None
+    quality: str | None = None
+    location: str = "MV"  # where the recording is taken / murmur loudest
+    radiation: str = "none"
+    extra_sounds: tuple[str, ...] = ()
+    condition: str | None = None
+    heart_rate: float = 80.0
+    age_group: str = "child"
+    sex: str = "female"
+    height_cm: float | None = None
+    weight_kg: float | None = None
+    pregnant: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["extra_sounds"] = list(self.extra_sounds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Findings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown findings field(s) {unknown}; allowed: {sorted(known)}")
+        d = dict(d)
+        if "extra_sounds" in d and d["extra_sounds"] is not None:
+            d["extra_sounds"] = tuple(d["extra_sounds"])
+        return cls(**d)
+
+    def with_(self, **changes) -> "Findings":
+        """A copy with some fields changed (what-if edits)."""
+        return replace(self, **changes)
