@@ -1,0 +1,1 @@
+"""Audio: WAV/FLAC I/O and resampling (`io`), STFT features and their inversion (`features`)."""

@@ -1,0 +1,1 @@
+"""Data: CirCor loader, windows, and the physiological PCG simulator."""
