@@ -1,0 +1,134 @@
+"""hldm.diffusion: schedule, forward process, loss weights, samplers with classifier-free guidance."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hldm.diffusion import (SAMPLERS, cosine_alphas_cumprod, cpu_generators, diffusion_loss, initial_noise,
+                            make_scheduler, predict_x0, q_sample, sample, subspace_losses, training_target)
+
+SHAPE = (2, 16, 12)
+
+
+def point_mass_denoiser(prediction_type, abar):
+    """The exact denoiser of a data distribution concentrated on z_star (given per row as cond)."""
+    def fn(x, t, z_star):
+        a = abar[t].sqrt().reshape(-1, 1, 1).float()
+        s = (1 - abar[t]).sqrt().reshape(-1, 1, 1).float()
+        eps = (x - a * z_star) / s
+        out = eps if prediction_type == "epsilon" else a * eps - s * z_star
+        return {"eps": out, "w": torch.full((x.shape[0], 4), 0.25), "attn": [torch.zeros(x.shape[0], 3, 3)]}
+    return fn
+
+
+def test_cosine_schedule_is_the_one_every_sampler_steps_with():
+    abar = cosine_alphas_cumprod(1000)
+    assert abar.shape == (1000,) and torch.all(abar[1:] < abar[:-1]) and abar[-1] < 1e-3 < abar[0]
+    for name in SAMPLERS:
+        assert torch.allclose(make_scheduler(name).alphas_cumprod.double(), abar, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_predict_x0_inverts_q_sample(prediction_type):
+    g = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+    abar = cosine_alphas_cumprod(1000)
+    t = torch.tensor([10, 900])
+    z_t = q_sample(z0, t, noise, abar)
+    target = training_target(z0, t, noise, abar, prediction_type)
+    assert torch.allclose(predict_x0(target, z_t, t, abar, prediction_type), z0, atol=1e-3)
+
+
+def test_loss_weights_select_subspaces_timesteps_and_samples():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(SHAPE, generator=g)
+    out = target.clone()
+    out[:, 8:12] += 1.0  # error only in the murmur subspace (channels 8..11)
+    assert torch.isclose(diffusion_loss(out, target), F.mse_loss(out, target))
+    assert diffusion_loss(out, target, subspace_weights=torch.tensor([1.0, 1.0, 0.0, 1.0])) == 0
+    assert torch.isclose(diffusion_loss(out, target, subspace_weights=torch.tensor([0.0, 0.0, 1.0, 0.0])),
+                         torch.tensor(1.0))
+    table = torch.zeros(1000)
+    table[5] = 1.0
+    out[1] += 3.0  # row 1 (t = 7) is much worse, but its timestep weight is 0
+    t = torch.tensor([5, 7])
+    assert torch.isclose(diffusion_loss(out, target, t=t, timestep_weights=table), F.mse_loss(out[0], target[0]))
+    assert torch.isclose(diffusion_loss(out, target, sample_weights=torch.tensor([0.0, 1.0])),
+                         F.mse_loss(out[1], target[1]))
+    with pytest.raises(ValueError, match="subspace_weights"):
+        diffusion_loss(out, target, subspace_weights=torch.ones(3))
+
+
+def test_subspace_losses_supervise_each_component_on_its_own_channels_only():
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(SHAPE, generator=g)
+    eps_i = torch.randn(SHAPE[0], 4, *SHAPE[1:], generator=g)  # garbage off each subspace's channels
+    for k in range(4):
+        eps_i[:, k, 4 * k:4 * k + 4] = noise[:, 4 * k:4 * k + 4]
+    assert torch.all(subspace_losses(eps_i, noise) == 0)
+    eps_i[:, 1, 4:8] += 1.0
+    assert subspace_losses(eps_i, noise).tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_every_sampler_recovers_the_data_and_applies_guidance(sampler, prediction_type):
+    """With the exact denoiser of a point mass the sampler must land on it; CFG extrapolates c vs null."""
+    abar = cosine_alphas_cumprod(1000)
+    g = torch.Generator().manual_seed(3)
+    z_c, z_u = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+    fn = point_mass_denoiser(prediction_type, abar)
+    batches, seen = [], []
+
+    def counting(x, t, z_star):
+        batches.append(x.shape[0])
+        return fn(x, t, z_star)
+
+    gens = cpu_generators(0, SHAPE[0])
+    x_T = initial_noise(SHAPE, gens)
+    z0 = sample(counting, x_T, {"z_star": z_c}, {"z_star": z_u}, sampler=sampler, steps=12, guidance=2.0,
+                callback=seen.append, generators=gens, prediction_type=prediction_type)
+    assert torch.allclose(z0, z_u + 2.0 * (z_c - z_u), atol=0.05)
+    assert batches == [2 * SHAPE[0]] * 12  # cond + null in one forward per step
+    assert [s["i"] for s in seen] == list(range(12))
+    assert seen[0]["t"] == 999 and all(s["w"].shape == (SHAPE[0], 4) for s in seen)
+    assert seen[-1]["attn"][0].shape == (SHAPE[0], 3, 3)
+    assert torch.allclose(seen[-1]["denoised"], z_u + 2.0 * (z_c - z_u), atol=1e-3)
+
+
+def random_denoiser(x, t, c):
+    """A fixed nonlinear 'network': enough to make samplers' outputs depend on every input."""
+    eps = torch.tanh(x + c.reshape(-1, 1, 1) + t.reshape(-1, 1, 1) / 1000.0)
+    return {"eps": eps, "w": torch.ones(x.shape[0], 4), "attn": []}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_samplers_are_deterministic_under_a_seed_and_rows_match_single_runs(sampler):
+    def run(seed, batch):
+        gens = cpu_generators(seed, batch)
+        cond = {"c": torch.ones(batch)}
+        return sample(random_denoiser, initial_noise((batch, 16, 10), gens), cond, {"c": torch.zeros(batch)},
+                      sampler=sampler, steps=6, guidance=3.0, generators=gens)
+
+    a, b = run(7, 2), run(7, 2)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, run(8, 2))
+    assert torch.allclose(a[1:], run(8, 1), atol=1e-5)  # row 1 of seed 7 == single run of seed 8
+
+
+def test_sdedit_runs_only_the_last_strength_fraction_of_steps():
+    seen = []
+    gens = cpu_generators(0, 1)
+    init = torch.zeros(1, 16, 10)
+    sample(random_denoiser, initial_noise(init.shape, gens), {"c": torch.ones(1)}, None, sampler="ddim",
+           steps=10, guidance=1.0, callback=seen.append, init=init, strength=0.3)
+    assert len(seen) == 3 and seen[0]["t"] < 400
+
+
+def test_bad_sampler_settings_name_the_field_and_allowed_values():
+    x = torch.zeros(1, 16, 4)
+    with pytest.raises(ValueError, match="sampler: unknown value 'euler'.*ddpm, ddim, dpmpp"):
+        sample(random_denoiser, x, {"c": torch.ones(1)}, sampler="euler")
+    with pytest.raises(ValueError, match="steps"):
+        sample(random_denoiser, x, {"c": torch.ones(1)}, steps=0)
+    with pytest.raises(ValueError, match="prediction_type"):
+        make_scheduler("ddim", prediction_type="sample")
