@@ -1,0 +1,150 @@
+"""Figures the clinician app shows, drawn with matplotlib's object API on Agg.
+
+Each function returns an RGB image (H, W, 3) uint8 ready for `gr.Image`. No
+pyplot: the app serves several requests at once and pyplot's global figure
+state is not thread-safe, while a `Figure` with its own Agg canvas is.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from hldm.audio.features import FEAT_OFFSET, FEAT_SCALE, FRAMES_PER_SECOND, N_BINS
+from hldm.clinical.vocabulary import SAMPLE_RATE, SUBSPACES
+
+Interval = tuple[float, float, str]  # (start_s, end_s, "S1" | "S2" | "murmur")
+
+INTERVAL_COLORS = {"S1": "#1f77b4", "S2": "#2ca02c", "murmur": "#d62728"}
+SUBSPACE_COLORS = dict(zip(SUBSPACES, ("#9467bd", "#1f77b4", "#d62728", "#7f7f7f")))
+MAX_HZ = 1000.0  # heart sounds and murmurs live below ~800 Hz; the rest of the 2 kHz band is mostly empty
+DPI = 100
+_DB_PER_FEAT = FEAT_SCALE * 20.0 / np.log(10.0)  # feature units -> dB (feature is affine in ln|X|)
+
+
+def _to_image(fig: Figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def features_db(features: np.ndarray) -> np.ndarray:
+    """Features (129, T) -> 20 log10 |X| in dB (129, T)."""
+    f = np.asarray(features, dtype=np.float32)
+    if f.ndim != 2 or f.shape[0] != N_BINS:
+        raise ValueError(f"features: expected shape (129, T); got {f.shape}")
+    return (f * FEAT_SCALE - FEAT_OFFSET) * (20.0 / np.log(10.0))
+
+
+def _extent(n_frames: int) -> list[float]:
+    return [0.0, n_frames / FRAMES_PER_SECOND, 0.0, SAMPLE_RATE / 2]
+
+
+def _draw_spectrogram(ax, features: np.ndarray, intervals: Sequence[Interval], title: str,
+                      vmin: float | None = None, vmax: float | None = None):
+    db = features_db(features)
+    top = float(np.percentile(db, 99.5)) if vmax is None else vmax
+    im = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=_extent(db.shape[1]),
+                   vmin=top - 60.0 if vmin is None else vmin, vmax=top, interpolation="nearest")
+    _mark_intervals(ax, intervals)
+    ax.set_ylim(0, MAX_HZ)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    return im
+
+
+def _mark_intervals(ax, intervals: Sequence[Interval]) -> None:
+    """S1/S2/murmur intervals as coloured bars along the top edge, murmurs also as a faint band."""
+    for start, end, label in intervals:
+        color = INTERVAL_COLORS.get(label, "white")
+        ax.axvspan(start, end, ymin=0.94, ymax=1.0, color=color, alpha=0.95, lw=0)
+        if label == "murmur":
+            ax.axvspan(start, end, ymin=0.0, ymax=0.94, facecolor=color, alpha=0.12, lw=0)
+    present = [k for k in INTERVAL_COLORS if any(lab == k for _, _, lab in intervals)]
+    if present:
+        ax.legend(handles=[Patch(color=INTERVAL_COLORS[k], label=k) for k in present],
+                  loc="upper right", bbox_to_anchor=(1.0, 0.93), fontsize=8, framealpha=0.8)
+
+
+def spectrogram_image(features: np.ndarray, intervals: Sequence[Interval] = (),
+                      title: str = "Spectrogram") -> np.ndarray:
+    """Annotated spectrogram of one clip: features (129, T), intervals in seconds."""
+    fig = Figure(figsize=(9, 3.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    im = _draw_spectrogram(ax, features, intervals, title)
+    fig.colorbar(im, ax=ax, label="dB", pad=0.01)
+    return _to_image(fig)
+
+
+def what_if_image(before: np.ndarray, after: np.ndarray,
+                  intervals_before: Sequence[Interval] = (), intervals_after: Sequence[Interval] = (),
+                  titles: tuple[str, str] = ("Before", "After")) -> np.ndarray:
+    """Two spectrograms (129, T) side by side on one colour scale, and their dB difference."""
+    db_a, db_b = features_db(before), features_db(after)
+    t = min(db_a.shape[1], db_b.shape[1])
+    top = float(np.percentile(np.concatenate([db_a, db_b], axis=1), 99.5))
+    fig = Figure(figsize=(13, 3.4), dpi=DPI, layout="constrained")
+    ax_a, ax_b, ax_d = fig.subplots(1, 3, sharey=True)
+    _draw_spectrogram(ax_a, before, intervals_before, titles[0], vmax=top)
+    im = _draw_spectrogram(ax_b, after, intervals_after, titles[1], vmax=top)
+    fig.colorbar(im, ax=[ax_a, ax_b], label="dB", pad=0.01)
+    ax_b.set_ylabel("")
+    diff = db_b[:, :t] - db_a[:, :t]
+    lim = max(float(np.percentile(np.abs(diff), 99.0)), 1.0)
+    im_d = ax_d.imshow(diff, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                       extent=_extent(t), interpolation="nearest")
+    ax_d.set_ylim(0, MAX_HZ)
+    ax_d.set_title("Difference (after − before)", fontsize=10)
+    ax_d.set_xlabel("time (s)")
+    fig.colorbar(im_d, ax=ax_d, label="dB", pad=0.01)
+    return _to_image(fig)
+
+
+def weights_image(weights: np.ndarray, names: Sequence[str] = SUBSPACES) -> np.ndarray:
+    """Structured-noise weights w_i over sampling steps: weights (steps, 4) -> line plot."""
+    w = np.asarray(weights, dtype=np.float32)
+    if w.ndim != 2 or w.shape[1] != len(names):
+        raise ValueError(f"weights: expected shape (steps, {len(names)}); got {w.shape}")
+    fig = Figure(figsize=(6.5, 3.2), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    steps = np.arange(1, w.shape[0] + 1)
+    for i, name in enumerate(names):
+        ax.plot(steps, w[:, i], marker="o", ms=3, label=name, color=SUBSPACE_COLORS.get(name))
+    ax.set_xlabel("sampling step (noisy → clean)")
+    ax.set_ylabel("w_i")
+    ax.set_title("Per-subspace noise weights w_i", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncols=len(names))
+    return _to_image(fig)
+
+
+def attention_image(mask: np.ndarray, layer: int = 0, step: int | None = None) -> np.ndarray:
+    """Medical Attention mask M_cardiac (L, L) as a heatmap; positions in latent frames."""
+    m = np.asarray(mask, dtype=np.float32)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"attention mask: expected a square (L, L) array; got {m.shape}")
+    fig = Figure(figsize=(4.6, 4.0), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(m, origin="upper", cmap="viridis", interpolation="nearest")
+    where = f"layer {layer}" + (f", step {step}" if step is not None else "")
+    ax.set_title(f"M_cardiac ({where})", fontsize=10)
+    ax.set_xlabel("key position")
+    ax.set_ylabel("query position")
+    fig.colorbar(im, ax=ax, pad=0.01)
+    return _to_image(fig)
+
+
+def fusion_image(weights: Mapping[str, float]) -> np.ndarray:
+    """Learned fusion weights (e.g. {"text": l1, "graph": l2}) as a bar chart."""
+    names, values = list(weights), [float(v) for v in weights.values()]
+    fig = Figure(figsize=(3.6, 3.0), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    bars = ax.bar(names, values, color=["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"][: len(names)])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_title("Text / graph fusion weights", fontsize=10)
+    return _to_image(fig)
