@@ -1,0 +1,227 @@
+"""Condition encoders: clinical findings + L1/L2/L3 prompts -> condition vector c (H-LDM Sec. 3.2).
+
+`ClinicalConditioner` is the paper's encoder:
+    f_text  = Linear([MiniLM(L1) | MiniLM(L2) | MiniLM(L3)])      (B, D)
+    g_graph = GraphSAGE_2(patient subgraph)[patient node]         (B, D)
+    c       = l1 * LN(f_text) + l2 * LN(g_graph)                  (B, D)
+with learnable scalars l1, l2 (LN: parameter-free layer norm, so l1 and l2 are
+the two sources' relative contributions the app can display).
+
+`LabelConditioner` embeds the categorical attributes only (no text, no graph): the
+label-conditional baseline and the "-Hierarchical" ablation.
+
+Both: `forward(findings, prompts=None, drop_mask=None) -> (c (B, D), hr (B,))`.
+hr is the heart rate in bpm (Medical Attention's cardiac period) and is never
+dropped: rhythm is always given. `drop_mask` (B,) bool replaces the selected
+rows of c by the learned unconditional embedding `null(B)` (condition dropout in
+training, the unconditional branch of classifier-free guidance at sampling).
+
+The MiniLM base weights are not part of a conditioner's state_dict (see
+hldm.models.text_encoder); checkpoints hold only the fine-tuned top layer(s).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hldm.clinical.vocabulary import (
+    CONDITIONS,
+    LOCATIONS,
+    MAX_GRADE_SYSTOLIC,
+    MURMUR_STATUS,
+    PITCHES,
+    QUALITIES,
+    SHAPES,
+    TIMINGS,
+    Findings,
+)
+from hldm.models.graph_encoder import PatientGraphEncoder
+from hldm.models.text_encoder import EMBED_DIM, LRU, MiniLMTextEncoder
+
+KINDS = ("clinical", "label")
+LEVELS = ("L1", "L2", "L3")
+
+# Attribute -> allowed values for the label conditioner; index 0 of each embedding = "not given".
+LABEL_FIELDS: dict[str, tuple] = {
+    "murmur": MURMUR_STATUS,
+    "timing": TIMINGS,
+    "shape": SHAPES,
+    "grade": tuple(range(1, MAX_GRADE_SYSTOLIC + 1)),
+    "pitch": PITCHES,
+    "quality": QUALITIES,
+    "location": LOCATIONS,
+    "condition": CONDITIONS,
+}
+
+
+@dataclass
+class ConditionConfig:
+    """Saved with the weights. `dim` is D, the width of c."""
+
+    kind: str = "clinical"  # "clinical" (text + graph) or "label" (one-hot attributes)
+    dim: int = 256
+    text_trainable_layers: int = 1  # top MiniLM layers fine-tuned; 0 = frozen text encoder
+    text_max_tokens: int = 128
+    cache_size: int = 2048  # LRU entries for prompt states/embeddings and patient subgraphs
+    graph_hidden: int = 128
+    fusion_init: tuple[float, float] = (1.0, 0.5)  # initial l1 (text), l2 (graph)
+    label_embed_dim: int = 32
+
+    def __post_init__(self):
+        self.fusion_init = tuple(float(v) for v in self.fusion_init)
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: unknown value {self.kind!r}; allowed: {', '.join(KINDS)}")
+        for name in ("dim", "text_max_tokens", "graph_hidden", "label_embed_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)!r} not allowed; must be >= 1")
+        if self.cache_size < 0:
+            raise ValueError(f"cache_size: {self.cache_size!r} not allowed; must be >= 0")
+        if len(self.fusion_init) != 2:
+            raise ValueError(f"fusion_init: {self.fusion_init!r}; must be two numbers (text, graph)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fusion_init"] = list(self.fusion_init)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConditionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown condition config field(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+def heart_rates(findings: list[Findings]) -> torch.Tensor:
+    """(B,) float32 heart rate in bpm, read from the findings."""
+    return torch.tensor([float(f.heart_rate) for f in findings], dtype=torch.float32)
+
+
+def label_indices(findings: list[Findings]) -> torch.Tensor:
+    """(B, len(LABEL_FIELDS)) long: 0 where a field is not given, else 1 + index of its value."""
+    rows = []
+    for f in findings:
+        row = []
+        for name, allowed in LABEL_FIELDS.items():
+            value = getattr(f, name)
+            if value is None:
+                row.append(0)
+            elif value in allowed:
+                row.append(1 + allowed.index(value))
+            else:
+                raise ValueError(
+                    f"{name}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}"
+                )
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class _Conditioner(nn.Module):
+    """What both conditioners share: the null embedding, condition dropout, heart rate."""
+
+    def __init__(self, cfg: ConditionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.null_embedding = nn.Parameter(0.02 * torch.randn(cfg.dim))
+
+    def null(self, batch: int) -> torch.Tensor:
+        """The learned unconditional embedding, (B, D)."""
+        return self.null_embedding.expand(batch, -1)
+
+    def fusion_weights(self) -> dict[str, float]:
+        """Learned fusion scalars by source; none for a conditioner without fusion."""
+        return {}
+
+    def _check(self, findings, prompts, drop_mask) -> int:
+        if not findings:
+            raise ValueError("findings: empty list; need at least one Findings")
+        batch = len(findings)
+        if prompts is not None and len(prompts) != batch:
+            raise ValueError(f"prompts: {len(prompts)} given for {batch} findings; need one each")
+        if drop_mask is not None and tuple(drop_mask.shape) != (batch,):
+            raise ValueError(f"drop_mask: shape {tuple(drop_mask.shape)}; need ({batch},) bool")
+        return batch
+
+    def _finish(self, c: torch.Tensor, findings, drop_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        if drop_mask is not None:
+            keep = ~drop_mask.to(device=c.device, dtype=torch.bool)
+            c = torch.where(keep[:, None], c, self.null(c.shape[0]))  # (B, D)
+        return c, heart_rates(findings).to(c.device)
+
+
+class ClinicalConditioner(_Conditioner):
+    """MiniLM over L1/L2/L3 + GraphSAGE over the patient subgraph, fused (module docstring).
+
+    `graph`: a KnowledgeGraph; default `hldm.clinical.knowledge_graph.default_graph()`.
+    """
+
+    def __init__(self, cfg: ConditionConfig, graph=None):
+        from hldm.clinical.knowledge_graph import NODE_FEATURE_DIM, default_graph
+
+        super().__init__(cfg)
+        self.graph = graph if graph is not None else default_graph()
+        self.text = MiniLMTextEncoder(cfg.text_trainable_layers, cfg.cache_size, cfg.text_max_tokens)
+        self.text_proj = nn.Linear(len(LEVELS) * EMBED_DIM, cfg.dim)
+        self.graph_encoder = PatientGraphEncoder(NODE_FEATURE_DIM, cfg.graph_hidden, cfg.dim)
+        self.lambda_text = nn.Parameter(torch.tensor(cfg.fusion_init[0]))
+        self.lambda_graph = nn.Parameter(torch.tensor(cfg.fusion_init[1]))
+        self.subgraphs = LRU(cfg.cache_size)  # Findings -> torch_geometric Data
+
+    def forward(self, findings: list[Findings], prompts=None, drop_mask: torch.Tensor | None = None):
+        """-> (c (B, D), hr (B,)); prompts default to `build_prompts(findings)`."""
+        batch = self._check(findings, prompts, drop_mask)
+        if prompts is None:
+            from hldm.clinical.prompts import build_prompts
+
+            prompts = [build_prompts(f) for f in findings]
+        texts = [p.l1 for p in prompts] + [p.l2 for p in prompts] + [p.l3 for p in prompts]
+        e = self.text(texts).view(len(LEVELS), batch, EMBED_DIM)  # (3, B, 384)
+        f_text = self.text_proj(e.transpose(0, 1).reshape(batch, -1))  # (B, D)
+        g_graph = self.graph_encoder([self._subgraph(f) for f in findings])  # (B, D)
+        dim = (self.cfg.dim,)
+        c = self.lambda_text * F.layer_norm(f_text, dim) + self.lambda_graph * F.layer_norm(g_graph, dim)
+        return self._finish(c, findings, drop_mask)
+
+    def fusion_weights(self) -> dict[str, float]:
+        """The learned fusion scalars: {"text": l1, "graph": l2}."""
+        return {"text": float(self.lambda_text), "graph": float(self.lambda_graph)}
+
+    def _subgraph(self, findings: Findings):
+        data = self.subgraphs.get(findings)
+        if data is None:
+            data = self.graph.patient_subgraph(findings)
+            self.subgraphs.put(findings, data)
+        return data
+
+
+class LabelConditioner(_Conditioner):
+    """Embeddings of the categorical attributes (LABEL_FIELDS) + MLP -> c; prompts are ignored."""
+
+    def __init__(self, cfg: ConditionConfig):
+        super().__init__(cfg)
+        e = cfg.label_embed_dim
+        self.embeddings = nn.ModuleDict(
+            {name: nn.Embedding(len(values) + 1, e) for name, values in LABEL_FIELDS.items()}
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(len(LABEL_FIELDS) * e, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim)
+        )
+
+    def forward(self, findings: list[Findings], prompts=None, drop_mask: torch.Tensor | None = None):
+        """-> (c (B, D), hr (B,))."""
+        self._check(findings, prompts, drop_mask)
+        idx = label_indices(findings).to(self.null_embedding.device)  # (B, 8)
+        parts = [emb(idx[:, i]) for i, emb in enumerate(self.embeddings.values())]  # 8 x (B, e)
+        c = self.mlp(torch.cat(parts, dim=-1))  # (B, D)
+        return self._finish(c, findings, drop_mask)
+
+
+def build_conditioner(cfg: ConditionConfig, graph=None) -> _Conditioner:
+    """The conditioner named by `cfg.kind`; `graph` only matters for "clinical"."""
+    if cfg.kind == "clinical":
+        return ClinicalConditioner(cfg, graph)
+    return LabelConditioner(cfg)

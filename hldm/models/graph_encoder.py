@@ -1,0 +1,34 @@
+"""GraphSAGE encoder of a patient's knowledge-graph subgraph (H-LDM: g_graph).
+
+Each patient subgraph (hldm.clinical.knowledge_graph.KnowledgeGraph.patient_subgraph)
+holds the patient's finding nodes, a "patient" node linked to them and the
+condition nodes they reach. Two SAGEConv layers let the patient node read its
+findings (1 hop) and the conditions those findings point to (2 hops); the
+embedding is read out at the patient node.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import SAGEConv
+from torch_geometric.utils import to_undirected
+
+
+class PatientGraphEncoder(nn.Module):
+    """`forward(graphs: list[Data]) -> (B, dim)`, one row per patient subgraph."""
+
+    def __init__(self, in_dim: int, hidden: int, dim: int):
+        super().__init__()
+        self.conv1 = SAGEConv(in_dim, hidden)
+        self.conv2 = SAGEConv(hidden, dim)
+
+    def forward(self, graphs: list[Data]) -> torch.Tensor:
+        local = torch.tensor([int(g.patient_index) for g in graphs])
+        batch = Batch.from_data_list(graphs).to(self.conv1.lin_l.weight.device)
+        # Messages must reach the patient node whichever way the graph stores its edges.
+        edge_index = to_undirected(batch.edge_index, num_nodes=batch.num_nodes)  # (2, E')
+        h = F.relu(self.conv1(batch.x.float(), edge_index))  # (N, hidden)
+        h = self.conv2(h, edge_index)  # (N, dim)
+        return h[batch.ptr[:-1] + local.to(h.device)]  # (B, dim)
