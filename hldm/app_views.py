@@ -6,6 +6,7 @@ state is not thread-safe, while a `Figure` with its own Agg canvas is.
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -51,23 +52,24 @@ def _draw_spectrogram(ax, features: np.ndarray, intervals: Sequence[Interval], t
                    vmin=top - 60.0 if vmin is None else vmin, vmax=top, interpolation="nearest")
     _mark_intervals(ax, intervals)
     ax.set_ylim(0, MAX_HZ)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 120), fontsize=10)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz)")
     return im
 
 
 def _mark_intervals(ax, intervals: Sequence[Interval]) -> None:
-    """S1/S2/murmur intervals as coloured bars along the top edge, murmurs also as a faint band."""
+    """S1/S2 as bars in a top lane, murmurs in the lane below (they overlap S1/S2 in time) plus a faint band."""
     for start, end, label in intervals:
         color = INTERVAL_COLORS.get(label, "white")
-        ax.axvspan(start, end, ymin=0.94, ymax=1.0, color=color, alpha=0.95, lw=0)
+        lane = (0.89, 0.94) if label == "murmur" else (0.95, 1.0)
+        ax.axvspan(start, end, ymin=lane[0], ymax=lane[1], color=color, alpha=0.95, lw=0)
         if label == "murmur":
-            ax.axvspan(start, end, ymin=0.0, ymax=0.94, facecolor=color, alpha=0.12, lw=0)
+            ax.axvspan(start, end, ymin=0.0, ymax=lane[0], facecolor=color, alpha=0.10, lw=0)
     present = [k for k in INTERVAL_COLORS if any(lab == k for _, _, lab in intervals)]
     if present:
         ax.legend(handles=[Patch(color=INTERVAL_COLORS[k], label=k) for k in present],
-                  loc="upper right", bbox_to_anchor=(1.0, 0.93), fontsize=8, framealpha=0.8)
+                  loc="upper right", bbox_to_anchor=(1.0, 0.88), fontsize=8, framealpha=0.8)
 
 
 def spectrogram_image(features: np.ndarray, intervals: Sequence[Interval] = (),

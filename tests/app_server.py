@@ -1,0 +1,74 @@
+"""Run app.py as a subprocess on a free loopback port over a tiny random pipeline (browser and load tests)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_tiny_pipeline(directory: Path) -> Path:
+    """A randomly initialised tiny pipeline saved the way a trained one is, so the app loads it."""
+    import torch
+
+    from hldm.models.hldm import HLDMConfig
+    from hldm.pipeline import HLDMPipeline
+
+    torch.manual_seed(0)
+    HLDMPipeline.from_config(HLDMConfig.tiny()).save_pretrained(directory)
+    return directory
+
+
+@contextlib.contextmanager
+def running_app(tmp: Path, checkpoint: Path):
+    """Yield the base URL of app.py serving `checkpoint`; temp files, caches and logs stay under tmp."""
+    env = dict(os.environ)
+    for var, sub in (("TMPDIR", "tmp"), ("GRADIO_TEMP_DIR", "gradio"), ("MPLCONFIGDIR", "mpl"),
+                     ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("HLDM_CACHE", "cache")):
+        env[var] = str(tmp / sub)
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp / "app.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port),
+                             "--checkpoint", str(checkpoint)], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{(tmp / 'app.log').read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/config", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer within {START_TIMEOUT_S:.0f} s:\n"
+                                   f"{(tmp / 'app.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
