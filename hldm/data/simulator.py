@@ -31,19 +31,20 @@ Model (times in seconds, levels relative to REF_PEAK, the M1 peak at the mitral 
 - Loudness: the murmur's RMS over its active windows is GRADE_DB[grade] dB
   relative to REF_PEAK: 6 dB per Levine grade from -30 dB (I) to 0 dB (VI);
   diastolic grades I-IV use the same rows. A thrill (grade IV+) is not a sound.
-- Location: a murmur is loudest at its condition's typical sites (or at
-  Findings.location when no condition is given). Auscultation sites form the
+- Location: a murmur is loudest at its condition's typical sites (knowledge
+  graph profile; Findings.location when no condition is given). Auscultation sites form the
   chain AV - PV - TV - MV; each step away attenuates by LOCATION_DB_PER_STEP
   (-6 dB) and low-passes (first order, 600 Hz / steps), as the chest wall
   damps high frequencies more.
-- Recording: white + pink noise at RMS noise_level * REF_PEAK, plus friction
-  bursts (about 0.3 per second, 30-150 ms, 20-400 Hz); every component then
-  goes through the stethoscope response (zero-phase 20-800 Hz Butterworth),
-  so the components still sum exactly to the audio.
+- Recording: white + pink noise plus friction bursts (about 0.3 per second,
+  30-150 ms, 20-400 Hz). Every component goes through the stethoscope response
+  (zero-phase 20-800 Hz Butterworth), so the components still sum exactly to
+  the audio; the filtered noise is then scaled to RMS noise_level * REF_PEAK.
 
-Seeds: one seed spawns independent streams for rhythm, heart sounds, murmur and
-noise, so changing only the murmur (e.g. its grade) leaves s1s2 and noise
-identical, which is what what-if tests and disentanglement scores rely on.
+Seeds: one seed spawns independent streams for rhythm, heart sounds, murmur,
+noise and extra sounds, so changing only the murmur (e.g. its grade) leaves
+s1s2 and noise identical, and adding an extra sound leaves S1/S2 as they were:
+what-if tests and disentanglement scores rely on this.
 """
 from __future__ import annotations
 
@@ -57,8 +58,11 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfiltfilt
 
-from hldm.clinical.vocabulary import (AGE_GROUPS, CONDITIONS, LOCATIONS, SAMPLE_RATE, SEXES,
-                                      Findings, max_grade, timing_phase)
+from hldm.clinical.knowledge_graph import AGE_DEFAULTS, CONDITION_PROFILES
+from hldm.clinical.validation import (PREGNANCY_AGE_GROUPS, SHAPES_BY_TIMING, canonical, validate,
+                                      validate_dict)
+from hldm.clinical.vocabulary import (CONDITIONS, EXTRA_SOUNDS, LOCATIONS, SAMPLE_RATE, SEXES, Findings,
+                                      max_grade)
 
 REF_PEAK = 0.25  # M1 peak amplitude at the mitral area; every level below is relative to it
 MAX_SECONDS = 600.0
@@ -80,74 +84,22 @@ SITE_GAIN_DB = {  # site: (S1, A2, P2)
 }
 
 STETHOSCOPE_BAND_HZ = (20.0, 800.0)
-NOISE_LEVEL_RANGE = (0.003, 0.03)  # default draw (log-uniform) of noise RMS / REF_PEAK
+# Default draw (log-uniform) of noise RMS / REF_PEAK. On 96 random CirCor recordings the RMS of
+# mid-diastole over the median S1 peak has 5/50/95th percentiles 0.03/0.11/0.30.
+NOISE_LEVEL_RANGE = (0.01, 0.2)
 FRICTION_RATE_HZ = 0.3
 
-# Resting heart rate (bpm) and respiration rate (breaths/min) by age group, for sample_findings.
-AGE_HEART_RATE = {"neonate": 140, "infant": 125, "child": 95, "adolescent": 78,
-                  "young adult": 70, "adult": 72, "older adult": 70}
+# Respiration rate (breaths/min) by age group: paces the RR variability and the S2 split.
 AGE_RESP_RATE = {"neonate": 45, "infant": 35, "child": 24, "adolescent": 17,
                  "young adult": 15, "adult": 14, "older adult": 15}
 
+# Envelope when neither the findings nor the condition's profile give one that fits the timing.
 DEFAULT_SHAPE = {"early-systolic": "decrescendo", "mid-systolic": "diamond", "late-systolic": "crescendo",
                  "holosystolic": "plateau", "early-diastolic": "decrescendo",
                  "mid-diastolic": "decrescendo", "holodiastolic": "decrescendo", "continuous": "diamond"}
-
-
-@dataclass(frozen=True)
-class _Profile:
-    """Murmur attributes a condition allows (first value of each = the typical one)."""
-
-    timings: tuple[str, ...] = ()
-    shapes: tuple[str, ...] = ()
-    grades: tuple[int, int] = (1, 1)
-    pitches: tuple[str, ...] = ()
-    qualities: tuple[str, ...] = ()
-    locations: tuple[str, ...] = ("MV",)
-    radiations: tuple[str, ...] = ("none",)
-    extra_sounds: tuple[tuple[str, float], ...] = ()  # (sound, probability)
-
-
-# Textbook auscultation profiles (e.g. Bickley, Bates' Guide to Physical Examination, ch. 9).
-PROFILES: dict[str, _Profile] = {
-    "normal": _Profile(locations=LOCATIONS, extra_sounds=(("S3", 0.15),)),
-    "innocent murmur": _Profile(("mid-systolic",), ("diamond",), (1, 3), ("low", "medium"),
-                                ("musical", "blowing"), ("TV", "MV")),
-    "aortic stenosis": _Profile(("mid-systolic",), ("diamond",), (2, 6), ("medium", "high"),
-                                ("harsh",), ("AV",), ("carotids",), (("ejection click", 0.5), ("S4", 0.2))),
-    "pulmonary stenosis": _Profile(("mid-systolic",), ("diamond",), (2, 5), ("medium",), ("harsh",),
-                                   ("PV",), ("back", "none"), (("ejection click", 0.6),)),
-    "mitral regurgitation": _Profile(("holosystolic",), ("plateau",), (1, 6), ("high", "medium"),
-                                     ("blowing",), ("MV",), ("axilla",), (("S3", 0.3),)),
-    "tricuspid regurgitation": _Profile(("holosystolic", "early-systolic"), ("plateau", "decrescendo"),
-                                        (1, 4), ("high", "medium"), ("blowing",), ("TV",),
-                                        ("left sternal border", "none")),
-    "ventricular septal defect": _Profile(("holosystolic", "early-systolic"), ("plateau", "decrescendo"),
-                                          (2, 6), ("high",), ("harsh", "blowing"), ("TV",),
-                                          ("left sternal border",)),
-    "atrial septal defect": _Profile(("mid-systolic",), ("diamond",), (1, 3), ("medium",), ("blowing",),
-                                     ("PV",), ("none",), (("fixed split S2", 1.0),)),
-    "patent ductus arteriosus": _Profile(("continuous",), ("diamond",), (2, 5), ("medium",), ("harsh",),
-                                         ("PV",), ("back", "none")),
-    "mitral valve prolapse": _Profile(("late-systolic",), ("crescendo",), (1, 3), ("high",),
-                                      ("blowing", "musical"), ("MV",), ("axilla",),
-                                      (("midsystolic click", 1.0),)),
-    "hypertrophic obstructive cardiomyopathy": _Profile(("mid-systolic",), ("diamond",), (2, 4), ("medium",),
-                                                        ("harsh",), ("TV", "MV"), ("none",), (("S4", 0.5),)),
-    "aortic regurgitation": _Profile(("early-diastolic", "holodiastolic"), ("decrescendo",), (1, 4),
-                                     ("high",), ("blowing",), ("AV", "TV"), ("left sternal border", "apex")),
-    "pulmonary regurgitation": _Profile(("early-diastolic", "holodiastolic"), ("decrescendo",), (1, 3),
-                                        ("medium", "low"), ("blowing",), ("PV",), ("left sternal border",)),
-    "mitral stenosis": _Profile(("mid-diastolic",), ("decrescendo", "crescendo"), (1, 4), ("low",),
-                                ("rumbling",), ("MV",), ("none",), (("opening snap", 0.8),)),
-    "tricuspid stenosis": _Profile(("mid-diastolic",), ("crescendo", "decrescendo"), (1, 3), ("low",),
-                                   ("rumbling",), ("TV",), ("none",), (("opening snap", 0.3),)),
-    "coarctation of the aorta": _Profile(("mid-systolic", "continuous"), ("diamond",), (2, 4), ("medium",),
-                                         ("harsh", "blowing"), ("PV", "AV"), ("back",),
-                                         (("ejection click", 0.4),)),
-    "tetralogy of Fallot": _Profile(("mid-systolic",), ("diamond",), (2, 5), ("medium",), ("harsh",),
-                                    ("PV",), ("back", "none")),
-}
+EXTRA_SOUND_PROB = 0.3  # chance of each non-hallmark extra sound of a condition in sample_findings
+HALLMARK_PROB = 0.9
+MURMUR_OPTIONAL_ABSENT_PROB = 0.15  # e.g. a click without the murmur of mitral valve prolapse
 
 
 @dataclass
@@ -172,61 +124,65 @@ class SimulatedPCG:
 # ----------------------------------------------------------------------------- findings
 
 
+def _shapes_for(timing: str, candidates: tuple[str, ...]) -> tuple[str, ...]:
+    allowed = SHAPES_BY_TIMING[timing]
+    return tuple(c for c in candidates if c in allowed) or (DEFAULT_SHAPE[timing],)
+
+
 def complete_findings(findings: Findings) -> Findings:
-    """Fill murmur attributes left unset (from the condition's typical profile, else per timing)."""
+    """Fill the murmur attributes validation leaves optional (shape, pitch, quality).
+
+    From the condition's knowledge-graph profile when it has one, else generic defaults.
+    """
     if findings.murmur != "present":
         return findings
-    prof = PROFILES.get(findings.condition or "")
-    typical = (lambda attr, default: getattr(prof, attr)[0] if prof and getattr(prof, attr) else default)
-    timing = findings.timing or typical("timings", "holosystolic")
-    grade = findings.grade if findings.grade is not None else min(2, max_grade(timing))
-    return findings.with_(timing=timing,
-                          shape=findings.shape or typical("shapes", DEFAULT_SHAPE[timing]),
-                          grade=grade,
-                          pitch=findings.pitch or typical("pitches", "medium"),
-                          quality=findings.quality or typical("qualities", "blowing"))
+    prof = CONDITION_PROFILES[findings.condition] if findings.condition else None
+    return findings.with_(shape=findings.shape or _shapes_for(findings.timing, prof.shapes if prof else ())[0],
+                          pitch=findings.pitch or (prof.pitches[0] if prof and prof.pitches else "medium"),
+                          quality=findings.quality or (prof.qualities[0] if prof and prof.qualities else "blowing"))
 
 
 def _validated(findings: Findings | dict) -> Findings:
-    from hldm.clinical.validation import validate, validate_dict
-
     return validate_dict(findings) if isinstance(findings, dict) else validate(findings)
 
 
 def sample_findings(rng: np.random.Generator, condition: str | None = None) -> Findings:
     """Clinically coherent random findings for one of the 17 conditions (uniform when None).
 
-    Timing, shape, pitch, quality, radiation and extra sounds are drawn from the
-    condition's profile, the grade uniformly within its range (so grades I-VI and
-    every timing occur), the location at one of its typical sites, the heart rate
-    around the age group's resting rate.
+    Drawn from the condition's knowledge-graph profile: one of its typical timings,
+    a shape that fits the timing, a grade uniform in its Levine range (so grades
+    I-VI and every timing occur over the 17 conditions), pitch, quality, site,
+    radiation, hallmark and other extra sounds, an age group it occurs in and the
+    age's resting heart rate, height and weight with some spread.
     """
     if condition is None:
         condition = CONDITIONS[int(rng.integers(len(CONDITIONS)))]
-    if condition not in PROFILES:
-        raise ValueError(f"condition: unknown value {condition!r}; allowed: {', '.join(CONDITIONS)}")
-    prof = PROFILES[condition]
+    prof = CONDITION_PROFILES[canonical("condition", condition)]
     pick = (lambda options: options[int(rng.integers(len(options)))])
-    age = pick(AGE_GROUPS[:4] * 3 + AGE_GROUPS[4:])  # CirCor is mostly children
+    age = pick(prof.ages)
+    hr0, height0, weight0 = AGE_DEFAULTS[age]
     sex = pick(SEXES)
-    extras = tuple(s for s, p in prof.extra_sounds if rng.random() < p)
-    hr = float(np.clip(AGE_HEART_RATE[age] * rng.uniform(0.85, 1.15), 45.0, 190.0))
-    base = dict(condition=condition, location=pick(prof.locations), extra_sounds=extras,
-                heart_rate=round(hr, 1), age_group=age, sex=sex)
-    if not prof.timings:
+    extras = set(s for s in prof.hallmark_sounds if rng.random() < HALLMARK_PROB)
+    extras |= set(s for s in prof.extra_sounds if s not in prof.hallmark_sounds and rng.random() < EXTRA_SOUND_PROB)
+    base = dict(condition=prof.name, location=pick(prof.locations or LOCATIONS),
+                extra_sounds=tuple(s for s in EXTRA_SOUNDS if s in extras),
+                heart_rate=round(float(np.clip(hr0 * rng.uniform(0.85, 1.15), 45.0, 190.0)), 1),
+                age_group=age, sex=sex, height_cm=round(height0 * rng.uniform(0.9, 1.1), 1),
+                weight_kg=round(weight0 * rng.uniform(0.8, 1.2), 1),
+                pregnant=bool(sex == "female" and age in PREGNANCY_AGE_GROUPS and rng.random() < 0.05))
+    if not prof.has_murmur or (prof.murmur_optional and rng.random() < MURMUR_OPTIONAL_ABSENT_PROB):
         return Findings(murmur="absent", **base)
     timing = pick(prof.timings)
     lo, hi = prof.grades
-    hi = min(hi, max_grade(timing))
-    return Findings(murmur="present", timing=timing, shape=pick(prof.shapes),
-                    grade=int(rng.integers(lo, hi + 1)), pitch=pick(prof.pitches),
+    return Findings(murmur="present", timing=timing, shape=pick(_shapes_for(timing, prof.shapes)),
+                    grade=int(rng.integers(lo, min(hi, max_grade(timing)) + 1)), pitch=pick(prof.pitches),
                     quality=pick(prof.qualities), radiation=pick(prof.radiations), **base)
 
 
 def location_steps(findings: Findings) -> int:
     """Steps along AV-PV-TV-MV from the murmur's typical site(s) to the recording site."""
-    prof = PROFILES.get(findings.condition or "")
-    sites = prof.locations if prof and prof.timings else (findings.location,)
+    prof = CONDITION_PROFILES[findings.condition] if findings.condition else None
+    sites = prof.locations if prof and prof.locations else (findings.location,)
     here = SITE_ORDER.index(findings.location)
     return min(abs(here - SITE_ORDER.index(s)) for s in sites)
 
@@ -295,8 +251,12 @@ def _beat_times(start: float, rr: float) -> dict:
 
 
 def _heart_sounds(f: Findings, beats: list[dict], n: int, sr: int, rng: np.random.Generator,
-                  resp_hz: float, resp_phase: float) -> tuple[np.ndarray, list[float], list[float]]:
-    """The s1s2 component (before the stethoscope) and per-beat S2 split (ms) and S2 end times."""
+                  rng_extra: np.random.Generator, resp_hz: float,
+                  resp_phase: float) -> tuple[np.ndarray, list[float], list[float]]:
+    """The s1s2 component (before the stethoscope) and per-beat S2 split (ms) and S2 end times.
+
+    Extra sounds draw from their own stream, so adding one leaves S1 and S2 unchanged.
+    """
     g_s1, g_a2, g_p2 = (_db(x) for x in SITE_GAIN_DB[f.location])
     fixed = "fixed split S2" in f.extra_sounds
     fixed_split = rng.uniform(0.045, 0.055)
@@ -318,16 +278,16 @@ def _heart_sounds(f: Findings, beats: list[dict], n: int, sr: int, rng: np.rando
         _add(buf, amp * g_p2 * 0.8 * _transient((rng.uniform(50, 70), rng.uniform(90, 130)), (1.0, 0.5),
                                                 0.003, rng.uniform(0.011, 0.015), sr, rng), a2 + split, sr)
         s2_ends.append(a2 + split + 0.06)
+        r = rng_extra
         for sound, at, freqs, tau, level in (
-                ("ejection click", m1 + 0.05, (rng.uniform(120, 180), rng.uniform(220, 300)), 0.006, 0.5),
-                ("midsystolic click", b["s1"] + 0.55 * b["sys"], (rng.uniform(120, 180), rng.uniform(220, 300)),
+                ("ejection click", m1 + 0.05, (r.uniform(120, 180), r.uniform(220, 300)), 0.006, 0.5),
+                ("midsystolic click", b["s1"] + 0.55 * b["sys"], (r.uniform(120, 180), r.uniform(220, 300)),
                  0.006, 0.45),
-                ("opening snap", a2 + rng.uniform(0.07, 0.09), (rng.uniform(100, 150), rng.uniform(180, 250)),
-                 0.008, 0.5),
-                ("S3", a2 + rng.uniform(0.13, 0.17), (rng.uniform(25, 35), rng.uniform(38, 45)), 0.03, 0.35),
-                ("S4", b["next"] - 0.09, (rng.uniform(25, 35), rng.uniform(38, 45)), 0.025, 0.3)):
+                ("opening snap", a2 + r.uniform(0.07, 0.09), (r.uniform(100, 150), r.uniform(180, 250)), 0.008, 0.5),
+                ("S3", a2 + r.uniform(0.13, 0.17), (r.uniform(25, 35), r.uniform(38, 45)), 0.03, 0.35),
+                ("S4", b["next"] - 0.09, (r.uniform(25, 35), r.uniform(38, 45)), 0.025, 0.3)):
             if sound in f.extra_sounds:
-                _add(buf, amp * level * _transient(freqs, (1.0, 0.5), 0.004, tau, sr, rng), at, sr)
+                _add(buf, amp * level * _transient(freqs, (1.0, 0.5), 0.004, tau, sr, r), at, sr)
     return buf, splits, s2_ends
 
 
@@ -412,22 +372,22 @@ def _murmur(f: Findings, beats: list[dict], n: int, sr: int, rng: np.random.Gene
     return x, dict(murmur_db_target=target_db, pitch_band_hz=list(band), active=active)
 
 
-def _noise(n: int, sr: int, level: float, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """Recording noise: white + pink at RMS level * REF_PEAK, plus friction bursts."""
+def _noise(n: int, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Recording noise at unit scale: white + pink (std 1) plus friction bursts (std 3)."""
     pink_frac = rng.uniform(0.3, 0.9)
     spec = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / sr)
     pink = np.fft.irfft(spec / np.sqrt(np.maximum(freqs, 1.0)), n)
     pink /= max(np.std(pink), 1e-12)
     x = pink_frac * pink + (1.0 - pink_frac) * rng.standard_normal(n)
-    x *= REF_PEAK * level / max(np.std(x), 1e-12)
+    x /= max(np.std(x), 1e-12)
     n_bursts = int(rng.poisson(FRICTION_RATE_HZ * n / sr))
     burst_band = _bandpass(20.0, 400.0, sr)
     for _ in range(n_bursts):
         dur = rng.uniform(0.03, 0.15)
         m = int(dur * sr)
         burst = sosfilt(burst_band, rng.standard_normal(m)) * np.hanning(m)
-        burst *= 3.0 * REF_PEAK * level / max(np.std(burst), 1e-12)
+        burst *= 3.0 / max(np.std(burst), 1e-12)
         _add(x, burst, rng.uniform(0.0, n / sr - dur), sr)
     return x, dict(pink_fraction=float(pink_frac), friction_bursts=n_bursts)
 
@@ -449,8 +409,8 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
              noise_level: float | None = None) -> SimulatedPCG:
     """Render `seconds` of PCG at 4 kHz for `findings`; deterministic for a seed.
 
-    noise_level: recording noise RMS relative to REF_PEAK (0 = clean; None draws
-    it log-uniformly in NOISE_LEVEL_RANGE).
+    noise_level: RMS of the noise component relative to REF_PEAK (0 = clean; None
+    draws it log-uniformly in NOISE_LEVEL_RANGE, which spans real CirCor recordings).
     """
     f = complete_findings(_validated(findings))
     if not (0.0 < float(seconds) <= MAX_SECONDS):
@@ -460,17 +420,19 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
     sr = SAMPLE_RATE
     n = int(round(seconds * sr))
     seconds = n / sr
-    r_rhythm, r_sounds, r_murmur, r_noise = (np.random.default_rng(s)
-                                             for s in np.random.SeedSequence(seed).spawn(4))
+    r_rhythm, r_sounds, r_murmur, r_noise, r_extra = (np.random.default_rng(s)
+                                                      for s in np.random.SeedSequence(seed).spawn(5))
     resp_hz = AGE_RESP_RATE.get(f.age_group, 18) / 60.0 * r_rhythm.uniform(0.9, 1.1)
     rhythm = _rhythm(f.heart_rate, seconds, r_rhythm, resp_hz)
-    beats = [_beat_times(s, rr) for s, rr in zip(rhythm["starts"], rhythm["rr"])]
+    starts, rrs = rhythm["starts"], rhythm["rr"].copy()
+    rrs[:-1] = np.diff(starts)  # so each beat's end is exactly the next beat's start
+    beats = [_beat_times(s, rr) for s, rr in zip(starts, rrs)]
 
-    s1s2, splits, s2_ends = _heart_sounds(f, beats, n, sr, r_sounds, resp_hz, rhythm["resp_phase"])
+    s1s2, splits, s2_ends = _heart_sounds(f, beats, n, sr, r_sounds, r_extra, resp_hz, rhythm["resp_phase"])
     s1s2 *= REF_PEAK
     if noise_level is None:
         noise_level = float(np.exp(r_noise.uniform(*np.log(NOISE_LEVEL_RANGE))))
-    noise, noise_factors = _noise(n, sr, float(noise_level), r_noise)
+    noise, noise_factors = _noise(n, sr, r_noise)
 
     steps = location_steps(f)
     murmur_factors: dict = dict(murmur_db_target=None, murmur_rms_db=None, pitch_band_hz=None)
@@ -484,8 +446,10 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
         murmur_factors.update(info, active_fraction=float(active.mean()))
 
     stetho = _bandpass(*STETHOSCOPE_BAND_HZ, sr)
-    comps = {name: sosfiltfilt(stetho, x).astype(np.float32)
-             for name, x in (("s1s2", s1s2), ("murmur", murmur), ("noise", noise))}
+    s1s2, murmur, noise = (sosfiltfilt(stetho, x) for x in (s1s2, murmur, noise))
+    noise *= REF_PEAK * float(noise_level) / max(np.std(noise), 1e-12)  # level as heard, bursts included
+    comps = {"s1s2": s1s2.astype(np.float32), "murmur": murmur.astype(np.float32),
+             "noise": noise.astype(np.float32)}
     audio = comps["s1s2"] + comps["murmur"] + comps["noise"]
     if f.murmur == "present" and active.any():
         murmur_factors["murmur_rms_db"] = float(
@@ -494,7 +458,8 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
     s1_onsets = [b["s1"] for b in beats if 0.0 <= b["s1"] < seconds]
     factors = dict(heart_rate=rhythm["heart_rate"], rr_std=rhythm["rr_std"], rsa=rhythm["rsa"],
                    respiration_rate=resp_hz * 60.0, first_s1_s=rhythm["t0"], s1_onsets_s=s1_onsets,
-                   split_ms=float(np.mean(splits)), fixed_split="fixed split S2" in f.extra_sounds,
+                   split_ms=float(np.mean(splits)), split_ms_per_beat=[float(x) for x in splits],
+                   fixed_split="fixed split S2" in f.extra_sounds,
                    noise_level=float(noise_level), location_steps=steps,
                    location_gain_db=LOCATION_DB_PER_STEP * steps if f.murmur == "present" else 0.0,
                    ref_peak=REF_PEAK, **murmur_factors, **noise_factors)
