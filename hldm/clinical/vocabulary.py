@@ -131,3 +131,65 @@ class Findings:
     def with_(self, **changes) -> "Findings":
         """A copy with some fields changed (what-if edits)."""
         return replace(self, **changes)
+
+
+# Other spellings of each value (CirCor headers, abbreviations, bedside synonyms) -> canonical
+# value. Keys are compared after `value_key` (case, spaces, hyphens and underscores ignored),
+# so "Holosystolic", "early systolic" and "Early-systolic" need no entry of their own.
+ALIASES: dict[str, dict[str, str]] = {
+    "murmur": {"yes": "present", "true": "present", "no": "absent", "false": "absent",
+               "no murmur": "absent", "none": "absent"},
+    "timing": {"pansystolic": "holosystolic", "holosystole": "holosystolic",
+               "ejection systolic": "mid-systolic", "systolic ejection": "mid-systolic",
+               "pandiastolic": "holodiastolic", "machinery": "continuous"},
+    "shape": {"crescendo-decrescendo": "diamond", "ejection": "diamond", "diamond-shaped": "diamond",
+              "uniform": "plateau", "flat": "plateau", "band-shaped": "plateau",
+              "diminuendo": "decrescendo", "decrescendo-only": "decrescendo"},
+    "pitch": {"mid": "medium", "high-pitched": "high", "medium-pitched": "medium",
+              "low-pitched": "low", "high-frequency": "high", "low-frequency": "low"},
+    "quality": {"blow": "blowing", "rumble": "rumbling", "vibratory": "musical", "coarse": "harsh",
+                "rough": "harsh", "honking": "musical"},
+    "location": {"aortic": "AV", "aortic area": "AV", "right upper sternal border": "AV", "rusb": "AV",
+                 "pulmonic": "PV", "pulmonary": "PV", "pulmonic area": "PV", "pulmonary area": "PV",
+                 "left upper sternal border": "PV", "lusb": "PV",
+                 "tricuspid": "TV", "tricuspid area": "TV", "left lower sternal border": "TV",
+                 "llsb": "TV", "mitral": "MV", "mitral area": "MV", "apex": "MV", "apical": "MV",
+                 "cardiac apex": "MV"},
+    "radiation": {"no radiation": "none", "non-radiating": "none", "nil": "none",
+                  "axillary": "axilla", "left axilla": "axilla", "carotid": "carotids",
+                  "neck": "carotids", "interscapular": "back", "between the scapulae": "back",
+                  "cardiac apex": "apex", "lsb": "left sternal border", "sternal border": "left sternal border"},
+    "extra_sounds": {"mid-systolic click": "midsystolic click", "nonejection click": "midsystolic click",
+                     "systolic click": "midsystolic click", "snap": "opening snap",
+                     "fixed splitting of s2": "fixed split S2", "fixed split second heart sound": "fixed split S2",
+                     "fixed splitting": "fixed split S2", "third heart sound": "S3",
+                     "fourth heart sound": "S4"},
+    "age_group": {"newborn": "neonate", "teenager": "adolescent", "elderly": "older adult"},
+    "sex": {"f": "female", "m": "male", "woman": "female", "man": "male", "girl": "female", "boy": "male"},
+    "condition": {"still's murmur": "innocent murmur", "stills murmur": "innocent murmur",
+                  "innocent": "innocent murmur", "functional murmur": "innocent murmur",
+                  "as": "aortic stenosis", "ps": "pulmonary stenosis", "mr": "mitral regurgitation",
+                  "tr": "tricuspid regurgitation", "vsd": "ventricular septal defect",
+                  "asd": "atrial septal defect", "pda": "patent ductus arteriosus",
+                  "mvp": "mitral valve prolapse", "hocm": "hypertrophic obstructive cardiomyopathy",
+                  "ar": "aortic regurgitation", "pr": "pulmonary regurgitation",
+                  "ms": "mitral stenosis", "ts": "tricuspid stenosis",
+                  "coarctation": "coarctation of the aorta", "coa": "coarctation of the aorta",
+                  "tof": "tetralogy of Fallot", "fallot": "tetralogy of Fallot"},
+}
+
+# How each value reads in prose (prompts, app labels); values not listed read as themselves.
+SHAPE_NAMES = {"diamond": "crescendo-decrescendo"}
+RADIATION_NAMES = {"none": "without radiation", "axilla": "the axilla", "carotids": "the carotids",
+                   "back": "the back", "apex": "the apex", "left sternal border": "the left sternal border"}
+GRADE_BANDS = {"soft": (1, 2), "moderate": (3, 3), "loud": (4, 6)}  # loud = palpable thrill (Levine IV+)
+
+
+def value_key(value: str) -> str:
+    """Comparison key for vocabulary values: lower case, spaces/hyphens/underscores dropped."""
+    return "".join(ch for ch in str(value).lower() if ch not in " -_\t")
+
+
+def grade_band(grade: int) -> str:
+    """'soft' (I-II), 'moderate' (III) or 'loud' (IV-VI, with a thrill)."""
+    return next(name for name, (lo, hi) in GRADE_BANDS.items() if lo <= grade <= hi)
