@@ -5,7 +5,7 @@ import pytest
 
 from hldm.clinical import vocabulary as V
 from hldm.clinical.knowledge_graph import (CONDITION_PROFILES, EDGE_TYPES, NODE_FEATURE_DIM, NODE_TYPES, NODES,
-                                           RELATIONS, default_graph)
+                                           PATIENT_FEATURES, RELATIONS, default_graph)
 from hldm.clinical.validation import FindingsError, validate
 
 G = default_graph()
@@ -109,7 +109,7 @@ def test_patient_subgraph_links_patient_to_findings_and_reached_conditions():
             ("grade_band", "soft"), ("age_group", "adolescent")} <= linked
     conditions = {NODES[int(i)][1] for i in d.node_id if i >= 0 and NODES[int(i)][0] == "condition"}
     assert "mitral valve prolapse" in conditions and "normal" not in conditions
-    assert d.x.shape == (d.num_nodes, NODE_FEATURE_DIM) and d.x[p, -len("1234567"):].abs().sum() > 0
+    assert d.x.shape == (d.num_nodes, NODE_FEATURE_DIM) and d.x[p, -len(PATIENT_FEATURES):].abs().sum() > 0
 
 
 def test_two_layer_graphsage_consumes_graph_and_batched_subgraphs():

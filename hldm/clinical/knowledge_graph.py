@@ -28,9 +28,14 @@ PAEDIATRIC = ("neonate", "infant", "child", "adolescent")
 ADULT = ("young adult", "adult", "older adult")
 
 
+def _all_ages(typical: str) -> tuple[str, ...]:
+    """Every age group, the typical one first."""
+    return (typical,) + tuple(a for a in ALL_AGES if a != typical)
+
+
 @dataclass(frozen=True)
 class ConditionProfile:
-    """How one condition sounds. The first value of each tuple is the most typical one.
+    """How one condition sounds. The first value of each tuple (ages included) is the most typical.
 
     `secondary_timings` are other murmurs the condition can produce (e.g. the mid-diastolic
     flow rumble of a large ASD): they make a timing possible (validation) and score half.
@@ -68,7 +73,8 @@ class ConditionProfile:
 
 _PROFILES = (
     ConditionProfile(
-        "normal", None, extra_sounds=("S3",), note="Physiological S3 is normal in the young."),
+        "normal", None, extra_sounds=("S3",), ages=_all_ages("child"),
+        note="Physiological S3 is normal in the young."),
     ConditionProfile(
         "innocent murmur", None, timings=("mid-systolic", "early-systolic"), shapes=("diamond", "plateau"),
         grades=(1, 2), typical_grade=2, pitches=("low", "medium"), qualities=("musical", "blowing"),
@@ -78,7 +84,7 @@ _PROFILES = (
         "aortic stenosis", "60573004", timings=("mid-systolic",), shapes=("diamond", "crescendo"),
         grades=(2, 6), typical_grade=3, pitches=("medium", "high"), qualities=("harsh",),
         locations=("AV",), radiations=("carotids", "apex"), extra_sounds=("ejection click", "S4"),
-        secondary_timings=("late-systolic",),
+        ages=_all_ages("older adult"), secondary_timings=("late-systolic",),
         note="Ejection murmur at RUSB to the carotids; click with a bicuspid valve; late peak when severe."),
     ConditionProfile(
         "pulmonary stenosis", "56786000", timings=("mid-systolic",), shapes=("diamond", "crescendo"),
@@ -95,7 +101,7 @@ _PROFILES = (
     ConditionProfile(
         "tricuspid regurgitation", "111287006", timings=("holosystolic",), shapes=("plateau",),
         grades=(1, 4), typical_grade=2, pitches=("high", "medium"), qualities=("blowing",),
-        locations=("TV",), radiations=("none",), extra_sounds=("S3",), ages=ALL_AGES,
+        locations=("TV",), radiations=("none",), extra_sounds=("S3",), ages=_all_ages("adult"),
         secondary_timings=("early-systolic", "mid-diastolic"),
         note="LLSB holosystolic murmur louder on inspiration (Carvallo); right-sided S3."),
     ConditionProfile(
@@ -235,7 +241,7 @@ class KnowledgeGraph:
     def typical_findings(self, name: str) -> V.Findings:
         """The textbook presentation of a condition, as valid Findings (app pre-fill)."""
         p = self.condition_profile(name)
-        age = p.ages[min(2, len(p.ages) - 1)] if p.ages == ALL_AGES else p.ages[0]
+        age = p.ages[0]
         heart_rate, height, weight = AGE_DEFAULTS[age]
         murmur = {}
         if p.has_murmur:

@@ -242,11 +242,4 @@ def validate_dict(d: dict) -> V.Findings:
     for key in d:
         if key not in known:
             raise FindingsError(str(key), "unknown findings field", known)
-    values = dict(d)
-    if isinstance(values.get("pregnant"), str):
-        values["pregnant"] = _bool("pregnant", values["pregnant"])
-    if "radiation" in values and values["radiation"] is None:
-        values["radiation"] = "none"
-    if "extra_sounds" in values:
-        values["extra_sounds"] = _extra_sounds(values["extra_sounds"])
-    return validate(V.Findings(**values))
+    return validate(V.Findings(**d))  # validate itself reads strings: "3", "III/VI", "true", "S3, S4"
