@@ -188,7 +188,7 @@ class ClinicalConditioner(_Conditioner):
 
     def fusion_weights(self) -> dict[str, float]:
         """The learned fusion scalars: {"text": l1, "graph": l2}."""
-        return {"text": float(self.lambda_text), "graph": float(self.lambda_graph)}
+        return {"text": self.lambda_text.item(), "graph": self.lambda_graph.item()}
 
     def _subgraph(self, findings: Findings):
         data = self.subgraphs.get(findings)

