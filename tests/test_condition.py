@@ -1,4 +1,6 @@
 """Condition encoders: shapes, what trains and what stays frozen, prompt caches, CFG null, configs."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -192,3 +194,11 @@ def test_config_validation_and_round_trip():
         ConditionConfig.from_dict({"width": 3})
     with pytest.raises(ValueError, match="text_trainable_layers: 7 not allowed; allowed: 0..6"):
         build_conditioner(ConditionConfig(text_trainable_layers=7), graph=object())
+
+
+def test_deepcopy_gives_an_equal_model_with_fresh_caches(clinical):
+    """The trainer and the what-if view copy models; caches (and their locks) are not shared."""
+    clinical(FINDINGS, PROMPTS)
+    twin = copy.deepcopy(clinical)
+    assert len(twin.text.hidden_cache) == 0 and len(twin.subgraphs) == 0
+    assert torch.equal(twin(FINDINGS, PROMPTS)[0], clinical(FINDINGS, PROMPTS)[0])

@@ -26,6 +26,7 @@ import copy
 import functools
 import importlib.util
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -75,33 +76,43 @@ def _pristine_minilm():
 
 
 class LRU:
-    """A small least-recently-used map (text -> tensor) with hit/miss counters."""
+    """A small least-recently-used map (text -> tensor) with hit/miss counters.
+
+    Locked because the app serves several requests from threads with one model.
+    """
 
     def __init__(self, size: int):
         self.size = size
         self.data: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()
 
     def get(self, key):
-        value = self.data.get(key)
-        if value is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-            self.data.move_to_end(key)
-        return value
+        with self._lock:
+            value = self.data.get(key)
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self.data.move_to_end(key)
+            return value
 
     def put(self, key, value) -> None:
         if self.size <= 0:
             return
-        self.data[key] = value
-        self.data.move_to_end(key)
-        while len(self.data) > self.size:
-            self.data.popitem(last=False)
+        with self._lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
 
     def clear(self) -> None:
-        self.data.clear()
+        with self._lock:
+            self.data.clear()
+
+    def __deepcopy__(self, memo) -> "LRU":
+        return LRU(self.size)  # a copied model (EMA, what-if) starts with empty caches
 
     def __len__(self) -> int:
         return len(self.data)
