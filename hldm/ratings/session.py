@@ -16,8 +16,9 @@ source. The excerpt of a real recording starts at a random point.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def real_recordings(real_dir: str | Path) -> list[RealRecording]:
         except (sf.LibsndfileError, RuntimeError):
             continue
         if info.frames / info.samplerate >= SECONDS_RANGE[0]:
-            out.append(RealRecording(r.stem, r.audio_path, info.frames / info.samplerate,
+            out.append(RealRecording(r.stem, r.audio_path.resolve(), info.frames / info.samplerate,
                                      clean_findings(r.findings.to_dict())))
     if not out:
         raise RatingsError(f"real dir: {real_dir} has no usable recording ({len(index.recordings)} listed, "
@@ -136,7 +137,7 @@ def plan_clips(n: int, seed: int, checkpoint: str, real: list[RealRecording] | N
     clips = []
     for k in rng.permutation(len(real))[:n_real] if n_real else ():
         rec = real[int(k)]
-        seconds = min(_draw_seconds(rng), rec.seconds)
+        seconds = min(_draw_seconds(rng), math.floor(rec.seconds * 2) / 2)  # on the same 0.5 s grid
         start = round(float(rng.uniform(0.0, rec.seconds - seconds)), 3)
         clips.append(ClipSpec("real", seconds, rec.findings, real_id=rec.real_id, real_path=str(rec.path),
                               start_s=start))
@@ -148,26 +149,29 @@ def plan_clips(n: int, seed: int, checkpoint: str, real: list[RealRecording] | N
 
 
 def start_session(store: RatingStore, reader: str, n_clips: int, source: SyntheticSource,
-                  real_dir: str | Path | None = None, seed: int | None = None,
+                  real: Sequence[RealRecording] | str | Path | None = None, seed: int | None = None,
                   real_fraction: float = REAL_FRACTION) -> Session:
     """Store a new blind session for a registered reader: the seed's clip set, shuffled for this reader.
-    seed None draws a fresh one (a session nobody else shares)."""
+    real: a CirCor-layout folder or its `real_recordings` (scan once, reuse); seed None draws a fresh
+    one (a session nobody else shares)."""
     r = store.reader(reader)
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
-    real = real_recordings(real_dir) if real_dir else None
-    clips = plan_clips(int(n_clips), seed, source.checkpoint, real, real_fraction)
+    if isinstance(real, (str, Path)):
+        real = real_recordings(real)
+    clips = plan_clips(int(n_clips), seed, source.checkpoint, list(real) if real else None, real_fraction)
     order = np.random.default_rng([seed, 2, r.id]).permutation(len(clips))
-    return store.create_session(r.name, [clips[int(k)] for k in order], seed,
-                                str(real_dir) if real_dir else None)
+    real_dir = ", ".join(sorted({str(x.path.parent) for x in real})) if real else None
+    return store.create_session(r.name, [clips[int(k)] for k in order], seed, real_dir)
 
 
 def resume_or_start(store: RatingStore, reader: str, n_clips: int, source: SyntheticSource,
-                    real_dir: str | Path | None = None, seed: int | None = None) -> tuple[Session, bool]:
+                    real: Sequence[RealRecording] | str | Path | None = None,
+                    seed: int | None = None) -> tuple[Session, bool]:
     """The reader's unfinished session if there is one (resumed = True), else a new one."""
     open_ = store.open_session(reader)
     if open_ is not None:
         return open_, True
-    return start_session(store, reader, n_clips, source, real_dir, seed), False
+    return start_session(store, reader, n_clips, source, real, seed), False
 
 
 # ---------------------------------------------------------------- audio

@@ -234,12 +234,16 @@ def check_database(path: Path) -> int:
     if head != SQLITE_MAGIC:
         raise RatingsError(f"{path}: not an SQLite database (header {head[:16]!r}); file left untouched. "
                            "Move it away or pass another --db path.")
+    # Without a -wal file the main file is the whole database: open it immutable, which creates no
+    # -wal/-shm side files. With one (a crash, or another process has it open) its pages count too.
+    wal = path.with_name(path.name + "-wal").exists()
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}", uri=True,
+                              timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise RatingsError(f"{path}: cannot be opened ({exc}); file left untouched") from exc
     try:
-        problems = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+        problems = [" ".join(r[0].split()) for r in con.execute("PRAGMA quick_check").fetchall()]
         if problems != ["ok"]:
             raise RatingsError(f"{path}: database is damaged ({'; '.join(problems[:3])}); file left untouched. "
                                "Restore a backup or pass another --db path.")
