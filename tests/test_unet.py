@@ -111,6 +111,8 @@ def test_bad_inputs_are_refused():
         net(z, t, torch.randn(2, 5), hr)
     with pytest.raises(ValueError, match="hr"):
         net(z, t, c, torch.tensor([80.0, float("nan")]))
+    with pytest.raises(ValueError, match="t: expected"):
+        net(z, torch.tensor([1, 2, 3]), c, hr)
     with pytest.raises(ValueError, match="attention_levels"):
         UNetConfig(attention_levels=(3,))
 

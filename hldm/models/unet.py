@@ -67,6 +67,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def _per_item(x, B: int, name: str, device) -> torch.Tensor:
+    """A scalar or (B,) value as a (B,) tensor."""
+    x = torch.as_tensor(x, device=device).reshape(-1)
+    if x.numel() not in (1, B):
+        raise ValueError(f"{name}: expected a scalar or shape ({B},), got {x.numel()} values")
+    return x.expand(B)
+
+
 class ConditionalUNet1D(nn.Module):
     """forward(z_t (B, 16, L), t (B,), c (B, D), hr (B,) bpm) -> dict(eps, w, eps_i, attn)."""
 
@@ -115,8 +123,8 @@ class ConditionalUNet1D(nn.Module):
         B, _, L = z_t.shape
         if c.shape != (B, cfg.cond_dim):
             raise ValueError(f"c: expected shape ({B}, {cfg.cond_dim}), got {tuple(c.shape)}")
-        t = torch.as_tensor(t, device=z_t.device).reshape(-1).expand(B)
-        hr = torch.as_tensor(hr, device=z_t.device, dtype=torch.float32).reshape(-1).expand(B)
+        t = _per_item(t, B, "t", z_t.device)
+        hr = _per_item(hr, B, "hr", z_t.device).float()
         if not bool(torch.isfinite(hr).all()) or bool((hr <= 0).any()):
             raise ValueError(f"hr: heart rate must be finite and > 0 bpm, got {hr.tolist()}")
         period = period_frames(hr, cfg.time_downsample)  # (B,) latent frames
