@@ -32,7 +32,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hldm import app_views  # noqa: E402
-from hldm.audio.features import to_features  # noqa: E402
+from hldm.audio.features import normalize_loudness, to_features  # noqa: E402
 from hldm.audio.io import AudioError, load_audio, resample, wav_bytes  # noqa: E402
 from hldm.clinical import vocabulary as V  # noqa: E402
 from hldm.clinical.knowledge_graph import default_graph  # noqa: E402
@@ -40,7 +40,8 @@ from hldm.clinical.prompts import build_prompts, findings_from_prompt  # noqa: E
 from hldm.clinical.validation import FindingsError, validate_dict  # noqa: E402
 from hldm.data.simulator import sample_findings, simulate  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT, REPO  # noqa: E402
-from hldm.pipeline import HLDMPipeline  # noqa: E402
+from hldm.pipeline import MIN_SECONDS, HLDMPipeline  # noqa: E402
+from hldm.pipeline_cli import CSV_FIELDS, _csv_row as csv_row  # noqa: E402
 
 ASSETS = REPO / "assets"
 NO_CHECKPOINT_BANNER = "No trained checkpoint installed — running an untrained demo model (noise-like output)"
@@ -52,11 +53,15 @@ MAX_GUIDANCE = 10.0
 MAX_EXPORT_CLIPS = 50
 UPLOAD_MAX_SECONDS = 60.0
 UPLOAD_MAX_BYTES = 20_000_000
+UPLOAD_MIN_SECONDS = MIN_SECONDS
+QUIZ_SECONDS = 6.0
+EXPORT_BATCH = 4  # clips per batched pipeline call
+SUBSPACE_MOVED = 0.01  # relative latent change below which a subspace counts as unchanged
 CONCURRENCY = 2  # model calls at once; the rest wait in the queue
 QUEUE_SIZE = 128
 SAMPLERS = ("dpmpp", "ddim", "ddpm")
 PLAYBACK_RATE = 8000  # most laptop browsers and speakers handle 8 kHz better than 4 kHz
-PLAYBACK_PEAK = 0.89
+PLAYBACK_RMS = 0.15  # about -16 dBFS: loud on small speakers, still headroom for the limiter
 
 NO_CONDITION = "(none)"
 # Controls in the order every handler receives them; names are Findings fields.
@@ -137,14 +142,12 @@ def _audio_out(audio: np.ndarray, sr: int) -> tuple[int, np.ndarray]:
 
 
 def playback_copy(audio: np.ndarray, sr: int) -> tuple[int, np.ndarray]:
-    """Louder 8 kHz copy for laptop speakers: resampled with an anti-alias filter, peak-normalised."""
-    x = resample(audio, sr, PLAYBACK_RATE)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    return _audio_out(x * (PLAYBACK_PEAK / peak) if peak > 0 else x, PLAYBACK_RATE)
-
-
-def _features(gen) -> np.ndarray:
-    return np.asarray(gen.features, dtype=np.float32)
+    """Louder 8 kHz copy for laptop speakers: anti-alias resampled, raised to PLAYBACK_RMS (never lowered)
+    and soft-limited with tanh, so S1/S2 peaks round off instead of clipping."""
+    x = resample(audio, sr, PLAYBACK_RATE).astype(np.float64)
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    gain = max(PLAYBACK_RMS / rms, 1.0) if rms > 0 else 1.0
+    return _audio_out(np.tanh(gain * x), PLAYBACK_RATE)
 
 
 # ---------------------------------------------------------------- handlers
@@ -171,17 +174,15 @@ class Handlers:
             return [gr.update()] * len(CONTROL_FIELDS)
         typical = self.graph.typical_findings(condition)
         current = dict(zip(CONTROL_FIELDS, values))
-        keep = {k: current[k] for k in ("heart_rate", "age_group", "sex", "height_cm", "weight_kg", "pregnant")}
         out = controls_from_findings(typical)
-        for k, v in keep.items():
-            out[CONTROL_FIELDS.index(k)] = v
+        for k in ("heart_rate", "age_group", "sex", "height_cm", "weight_kg", "pregnant"):
+            out[CONTROL_FIELDS.index(k)] = current[k]
         return out
 
     def apply_l2(self, l2_text, *values):
         """Parse an edited L2 back into findings; refusals leave the controls as they were."""
         try:
-            base = findings_from_controls(*values)
-            f = findings_from_prompt(l2_text, base)
+            f = findings_from_prompt(l2_text, findings_from_controls(*values))
         except (FindingsError, ValueError) as exc:
             gr.Warning(f"L2 edit not applied: {exc}")
             return [gr.update()] * len(CONTROL_FIELDS) + [f"**⚠ L2 edit not applied:** {exc}"]
@@ -194,67 +195,58 @@ class Handlers:
         return controls_from_findings(validate_dict(ex))
 
     # -- generate
-    def generate(self, *args, progress=gr.Progress(track_tqdm=True)):
+    def generate(self, *args, progress=gr.Progress()):
         *values, seed, steps, guidance, sampler, seconds = args
         f = _findings_or_raise(values)
-        progress(0.0, desc="sampling")
         t0 = time.perf_counter()
-        gen = self.pipeline.generate(f, seed=int(seed), steps=_clamp_int(steps, 1, MAX_STEPS, "steps"),
-                                     guidance=_clamp(guidance, 0.0, MAX_GUIDANCE, "guidance"),
-                                     sampler=_choice(sampler, SAMPLERS, "sampler"),
-                                     seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"))
+        gen = self.pipeline.generate(f, seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
+                                     progress=_progress(progress, "sampling"), **_sampling(seed, steps, guidance,
+                                                                                          sampler))
         elapsed = time.perf_counter() - t0
-        progress(0.9, desc="drawing")
-        spec = app_views.spectrogram_image(_features(gen), gen.intervals,
-                                           title=f"{gen.prompts.l2}  (seed {int(seed)})")
-        interp = {"weights": np.asarray(gen.weights, dtype=np.float32),
-                  "attention": [np.asarray(m, dtype=np.float32) for m in gen.attention]}
+        spec = app_views.spectrogram_image(gen.features, gen.intervals, title=f"{gen.prompts.l2}  (seed {gen.seed})")
+        interp = {"weights": gen.weights, "attention": gen.attention}
         counts = {k: sum(1 for *_, lab in gen.intervals if lab == k) for k in ("S1", "S2", "murmur")}
-        info = (f"Generated {len(gen.audio) / gen.sr:.1f} s in {elapsed:.2f} s on **{self.pipeline.device}** "
-                f"({sampler}, {int(steps)} steps, guidance {float(guidance):g}, seed {int(seed)}). "
-                f"Marked: {counts['S1']} S1, {counts['S2']} S2, {counts['murmur']} murmur interval(s).")
+        info = (f"Generated {gen.seconds:.1f} s in {elapsed:.2f} s on **{gen.device}** ({gen.sampler}, "
+                f"{gen.steps} steps, guidance {gen.guidance:g}, seed {gen.seed}). Marked: {counts['S1']} S1, "
+                f"{counts['S2']} S2, {counts['murmur']} murmur interval(s).")
         return (_audio_out(gen.audio, gen.sr), playback_copy(gen.audio, gen.sr), spec, info, interp,
-                *self.interpretability(interp, 0))
+                *self.interpretability(interp, None))
 
     # -- interpretability
     def interpretability(self, interp, layer):
+        """w_i plot, M_cardiac of the chosen layer (default: the first), and the layer chooser's update."""
         if not interp:
             return None, None, gr.update()
-        w = app_views.weights_image(interp["weights"])
-        masks = interp["attention"]
-        if not masks:
-            return w, None, gr.update(choices=[0], value=0)
-        layer = int(min(max(int(layer or 0), 0), len(masks) - 1))
-        return (w, app_views.attention_image(_as_square(masks[layer]), layer),
-                gr.update(choices=list(range(len(masks))), value=layer))
+        names = list(interp["attention"])
+        layer = layer if layer in names else (names[0] if names else None)
+        attn = app_views.attention_image(_as_square(interp["attention"][layer]), layer) if layer else None
+        return app_views.weights_image(interp["weights"]), attn, gr.update(choices=names, value=layer)
 
     def attention_layer(self, interp, layer):
-        if not interp or not interp["attention"]:
+        if not interp or layer not in interp["attention"]:
             return None
-        layer = int(min(max(int(layer or 0), 0), len(interp["attention"]) - 1))
         return app_views.attention_image(_as_square(interp["attention"][layer]), layer)
 
     def fusion(self):
-        return app_views.fusion_image(self.pipeline.fusion_weights())
+        weights = self.pipeline.model.cond.fusion_weights()
+        return app_views.fusion_image(weights) if weights else None
 
     # -- what-if
-    def what_if(self, attribute, new_value, *args, progress=gr.Progress(track_tqdm=True)):
+    def what_if(self, attribute, new_value, *args, progress=gr.Progress()):
         *values, seed, steps, guidance, sampler, seconds = args
         f = _findings_or_raise(values)
         change = _change(attribute, new_value)
-        progress(0.0, desc="sampling both")
         try:
-            wi = self.pipeline.what_if(f, change, seed=int(seed), steps=_clamp_int(steps, 1, MAX_STEPS, "steps"),
-                                       guidance=_clamp(guidance, 0.0, MAX_GUIDANCE, "guidance"),
-                                       sampler=_choice(sampler, SAMPLERS, "sampler"),
-                                       seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"))
+            wi = self.pipeline.what_if(f, change, seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
+                                       progress=_progress(progress, "sampling both"),
+                                       **_sampling(seed, steps, guidance, sampler))
         except (FindingsError, ValueError) as exc:
             raise gr.Error(f"What-if not possible: {exc}") from exc
-        a, b = wi.before, wi.after
-        img = app_views.what_if_image(_features(a), _features(b), a.intervals, b.intervals,
-                                      titles=(f"Before: {attribute} = {_show(getattr(f, attribute))}",
-                                              f"After: {attribute} = {_show(change[attribute])}"))
-        return img, _audio_out(a.audio, a.sr), _audio_out(b.audio, b.sr), _deltas_markdown(wi.deltas)
+        img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals,
+                                      titles=(f"Before: {attribute} = {_show(getattr(wi.a.findings, attribute))}",
+                                              f"After: {attribute} = {_show(getattr(wi.b.findings, attribute))}"))
+        return (img, _audio_out(wi.a.audio, wi.a.sr), _audio_out(wi.b.audio, wi.b.sr),
+                _deltas_markdown(wi.changed_fields, wi.subspace_delta))
 
     # -- upload your own recording
     def upload(self, path):
@@ -262,42 +254,45 @@ class Handlers:
             return None, None, None, "Upload a WAV or FLAC recording."
         try:
             audio = load_audio(path, max_seconds=UPLOAD_MAX_SECONDS, max_bytes=UPLOAD_MAX_BYTES)
+            if len(audio) < UPLOAD_MIN_SECONDS * V.SAMPLE_RATE:
+                raise AudioError(f"audio: {len(audio) / V.SAMPLE_RATE:.2f} s is too short; "
+                                 f"at least {UPLOAD_MIN_SECONDS:g} s is needed")
         except AudioError as exc:
             gr.Warning(str(exc))
             return None, None, None, f"**❌ Upload refused:** {exc}"
-        spec = app_views.spectrogram_image(to_features(audio).numpy(), (), title="Your recording")
+        spec = app_views.spectrogram_image(to_features(normalize_loudness(audio)).numpy(), (),
+                                           title="Your recording")
         return (audio, _audio_out(audio, V.SAMPLE_RATE), spec,
-                f"✓ Loaded {len(audio) / V.SAMPLE_RATE:.1f} s at {V.SAMPLE_RATE} Hz. Pick a change and press *Edit*.")
+                f"✓ Loaded {len(audio) / V.SAMPLE_RATE:.1f} s at {V.SAMPLE_RATE} Hz. Set the findings above to "
+                "describe it, pick a change, press *Edit*.")
 
-    def edit_upload(self, audio, attribute, new_value, *args, progress=gr.Progress(track_tqdm=True)):
-        *values, seed, steps, strength = args
+    def edit_upload(self, audio, attribute, new_value, *args, progress=gr.Progress()):
+        *values, seed, steps, guidance, sampler, strength = args
         if audio is None:
             raise gr.Error("Upload a recording first.")
         f = _findings_or_raise(values)
         change = _change(attribute, new_value)
-        progress(0.0, desc="encoding and editing")
         try:
-            wi = self.pipeline.edit(np.asarray(audio, dtype=np.float32), f, change, seed=int(seed),
-                                    steps=_clamp_int(steps, 1, MAX_STEPS, "steps"),
-                                    strength=_clamp(strength, 0.05, 1.0, "strength"))
+            wi = self.pipeline.edit(np.asarray(audio, dtype=np.float32), f, change,
+                                    strength=_clamp(strength, 0.05, 1.0, "strength"),
+                                    progress=_progress(progress, "encoding and editing"),
+                                    **_sampling(seed, steps, guidance, sampler))
         except (FindingsError, ValueError) as exc:
             raise gr.Error(f"Edit not possible: {exc}") from exc
-        a, b = wi.before, wi.after
-        img = app_views.what_if_image(_features(a), _features(b), a.intervals, b.intervals,
-                                      titles=("Your recording (reconstructed)",
-                                              f"Edited: {attribute} = {_show(change[attribute])}"))
-        return img, _audio_out(b.audio, b.sr), _deltas_markdown(wi.deltas)
+        img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals,
+                                      titles=("Your recording, as the model reads it",
+                                              f"Edited: {attribute} = {_show(getattr(wi.b.findings, attribute))}"))
+        return img, _audio_out(wi.b.audio, wi.b.sr), _deltas_markdown(wi.changed_fields, wi.subspace_delta)
 
-    # -- teaching quiz
+    # -- teaching quiz (simulator: its labels are exact, whatever the model's quality)
     def quiz_new(self, counter):
         counter = int(counter or 0) + 1
-        seed = int(time.time_ns() % 1_000_000) + counter
-        rng = np.random.default_rng(seed)
-        f = sample_findings(rng)
-        sim = simulate(f, seconds=6.0, seed=seed)
-        case = {"findings": f.to_dict(), "audio": sim.audio.astype(np.float32),
+        seed = int(time.time_ns() % 1_000_000_007) + counter
+        f = sample_findings(np.random.default_rng(seed))
+        sim = simulate(f, seconds=QUIZ_SECONDS, seed=seed)
+        case = {"findings": sim.findings.to_dict(), "audio": sim.audio.astype(np.float32),
                 "intervals": simulator_intervals(sim)}
-        return (case, counter, playback_copy(sim.audio, V.SAMPLE_RATE), None,
+        return (case, counter, playback_copy(sim.audio, sim.sr), None,
                 "Listen, then answer grade, timing, location and condition.")
 
     def quiz_check(self, case, grade, timing, location, condition):
@@ -306,51 +301,55 @@ class Handlers:
         truth = case["findings"]
         answers = {"grade": (None if grade in (None, "", "none") else int(grade), truth["grade"]),
                    "timing": (None if timing in (None, "", "none") else timing, truth["timing"]),
-                   "location": (location, truth["location"]),
-                   "condition": (None if condition in (None, "", NO_CONDITION) else condition, truth["condition"])}
+                   "location": (location or None, truth["location"]),
+                   "condition": (condition or None, truth["condition"])}
         rows = [f"| {k} | {_show(given)} | {_show(right)} | {'✓' if given == right else '✗'} |"
                 for k, (given, right) in answers.items()]
         score = sum(given == right for given, right in answers.values())
         md = "\n".join([f"### Score: {score} / {len(answers)}", "", "| | your answer | answer | |",
                         "|---|---|---|---|", *rows])
         title = build_prompts(validate_dict(truth)).l2
-        spec = app_views.spectrogram_image(to_features(case["audio"]).numpy(), case["intervals"], title=title)
+        spec = app_views.spectrogram_image(to_features(normalize_loudness(case["audio"])).numpy(),
+                                           case["intervals"], title=title)
         return md, spec
 
-    # -- batch export
+    # -- batch export (same ZIP layout as `python -m hldm export`)
     def export(self, n, seconds, seed, *args, progress=gr.Progress()):
         *values, steps, guidance, sampler = args
         f = _findings_or_raise(values)
         n = _clamp_int(n, 1, MAX_EXPORT_CLIPS, "clips")
         seconds = _clamp(seconds, 1.0, MAX_SECONDS, "seconds")
-        rows, buf = [], io.BytesIO()
+        first = _sampling(seed, steps, guidance, sampler)
+        table, records, buf = io.StringIO(), [], io.BytesIO()
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+        writer.writeheader()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for k in progress.tqdm(range(n), desc="generating clips"):
-                s = int(seed) + k
-                gen = self.pipeline.generate(f, seed=s, steps=_clamp_int(steps, 1, MAX_STEPS, "steps"),
-                                             guidance=_clamp(guidance, 0.0, MAX_GUIDANCE, "guidance"),
-                                             sampler=_choice(sampler, SAMPLERS, "sampler"), seconds=seconds)
-                name = f"clip_{k:03d}.wav"
-                zf.writestr(name, wav_bytes(gen.audio, gen.sr))
-                rows.append({"file": name, "seed": s, "sampler": sampler, "steps": int(steps),
-                             "guidance": float(guidance), **f.to_dict(), "l1": gen.prompts.l1,
-                             "l2": gen.prompts.l2, "l3": gen.prompts.l3,
-                             "intervals": [list(i) for i in gen.intervals]})
-            zf.writestr("labels.json", json.dumps(rows, indent=1))
-            zf.writestr("labels.csv", _labels_csv(rows))
-        out = Path(tempfile.mkdtemp(prefix="hldm-export-")) / f"hldm_export_{n}clips_seed{int(seed)}.zip"
+            for start in range(0, n, EXPORT_BATCH):
+                progress((start, n), desc="generating clips", unit="clips")
+                size = min(EXPORT_BATCH, n - start)
+                gens = self.pipeline.generate(f, batch=size, seconds=seconds, **{**first, "seed": first["seed"] + start})
+                for k, g in enumerate([gens] if size == 1 else gens):
+                    name = f"clip_{start + k:04d}_{(g.findings.condition or 'custom').replace(' ', '_')}.wav"
+                    zf.writestr(name, wav_bytes(g.audio, g.sr))
+                    writer.writerow(csv_row(name, g))
+                    records.append({"file": name, **g.to_json()})
+            zf.writestr("labels.csv", table.getvalue())
+            zf.writestr("labels.json", json.dumps({"subspaces": list(V.SUBSPACES), "clips": records}, indent=1))
+        out = Path(tempfile.mkdtemp(prefix="hldm-export-")) / f"hldm_export_{n}clips_seed{first['seed']}.zip"
         out.write_bytes(buf.getvalue())
         return str(out), f"✓ {n} clips ({seconds:g} s each) with labels.csv and labels.json."
 
 
-def _labels_csv(rows: list[dict]) -> str:
-    s = io.StringIO()
-    cols = [c for c in rows[0] if c != "intervals"]
-    w = csv.DictWriter(s, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (";".join(v) if isinstance(v, list) else v) for k, v in r.items()})
-    return s.getvalue()
+def _sampling(seed, steps, guidance, sampler) -> dict:
+    """The sampler settings a request may ask for, checked against the app's limits."""
+    return {"seed": _clamp_int(seed, 0, 2**31 - 1, "seed"), "steps": _clamp_int(steps, 1, MAX_STEPS, "steps"),
+            "guidance": _clamp(guidance, 0.0, MAX_GUIDANCE, "guidance"),
+            "sampler": _choice(sampler, SAMPLERS, "sampler")}
+
+
+def _progress(progress, desc: str):
+    """Pipeline progress (steps done, total) -> Gradio's progress bar."""
+    return lambda done, total: progress((done, total), desc=desc, unit="steps")
 
 
 def simulator_intervals(sim) -> list[tuple[float, float, str]]:
@@ -374,14 +373,15 @@ def simulator_intervals(sim) -> list[tuple[float, float, str]]:
     return out + [(a / sim.sr, b / sim.sr, "murmur") for a, b in runs if b - a >= win]
 
 
-def _deltas_markdown(deltas) -> str:
-    """Which latent subspaces moved, largest first (relative change of each subspace)."""
-    items = sorted(dict(deltas).items(), key=lambda kv: -float(kv[1]))
-    top = max((float(v) for _, v in items), default=0.0)
-    lines = ["| subspace | change | |", "|---|---|---|"]
+def _deltas_markdown(changed_fields, deltas) -> str:
+    """Which findings changed and how far each latent subspace moved (relative L2), largest first."""
+    items = sorted(deltas.items(), key=lambda kv: -kv[1])
+    top = max((v for _, v in items), default=0.0)
+    lines = [f"Changed findings: **{', '.join(changed_fields) or 'none'}**", "",
+             "| latent subspace | relative change | |", "|---|---|---|"]
     for name, v in items:
-        moved = top > 0 and float(v) >= 0.25 * top
-        lines.append(f"| {name} | {float(v):.3f} | {'**changed**' if moved else 'about the same'} |")
+        moved = v >= max(0.25 * top, SUBSPACE_MOVED)
+        lines.append(f"| {name} | {v:.3f} | {'**changed**' if moved else 'about the same'} |")
     return "\n".join(lines)
 
 
@@ -441,6 +441,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
     """The whole UI over one pipeline; call `.queue(...)` / `.launch(...)` via `launch()`."""
     h = Handlers(pipeline)
     examples = load_examples()
+    defaults = pipeline.config.diffusion  # the model's own steps / guidance / sampler
     with gr.Blocks(title="H-LDM Studio", analytics_enabled=False) as app:
         gr.Markdown(f"# H-LDM Studio\nSynthetic phonocardiograms from clinical findings · device: "
                     f"**{pipeline.device}**", elem_id="header")
@@ -488,10 +489,10 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
         with gr.Accordion("Sampling", open=True):
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, elem_id="seed")
-                steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-                guidance = gr.Slider(0.0, MAX_GUIDANCE, value=3.0, step=0.5, label="Guidance (CFG)",
+                steps = gr.Slider(1, MAX_STEPS, value=defaults.steps, step=1, label="Steps", elem_id="steps")
+                guidance = gr.Slider(0.0, MAX_GUIDANCE, value=defaults.guidance, step=0.5, label="Guidance (CFG)",
                                      elem_id="guidance")
-                sampler = gr.Dropdown(list(SAMPLERS), value="dpmpp", label="Sampler", elem_id="sampler")
+                sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler", elem_id="sampler")
                 seconds = gr.Slider(2.0, MAX_SECONDS, value=6.0, step=0.5, label="Length (s)", elem_id="seconds")
         sampling = [seed, steps, guidance, sampler, seconds]
         interp = gr.State(None)
@@ -523,14 +524,18 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
                 gr.Markdown("From the last *Generate*: structured-noise weights w_i per step, the Medical "
                             "Attention mask M_cardiac, and the learned text/graph fusion weights.")
                 with gr.Row():
-                    w_img = _image(label="w_i over sampling steps", elem_id="weights_plot")
-                    attn_img = _image(label="M_cardiac", elem_id="attn_plot")
-                    fusion_img = _image(label="Fusion weights", elem_id="fusion_plot")
-                layer = gr.Dropdown([0], value=0, label="Attention layer", elem_id="attn_layer")
+                    w_img = _image(label="w_i over sampling steps", scale=3, elem_id="weights_plot")
+                    fusion_img = _image(label="Fusion weights", scale=1, elem_id="fusion_plot")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        layer = gr.Dropdown([], value=None, label="Medical Attention layer", elem_id="attn_layer")
+                    attn_img = _image(label="M_cardiac (last sampling step)", scale=2, elem_id="attn_plot")
 
             with gr.Tab("Your recording", id="upload"):
-                gr.Markdown(f"Upload a WAV or FLAC PCG (≤ {UPLOAD_MAX_SECONDS:g} s, ≤ {UPLOAD_MAX_BYTES // 1_000_000} MB); "
-                            "it is resampled to 4 kHz, encoded, and edited with the attribute below.")
+                gr.Markdown(f"Upload a WAV or FLAC PCG ({UPLOAD_MIN_SECONDS:g}–{UPLOAD_MAX_SECONDS:g} s, "
+                            f"≤ {UPLOAD_MAX_BYTES // 1_000_000} MB). It is resampled to 4 kHz and encoded; set the "
+                            "findings above to describe it, then *Edit* re-generates it with one attribute changed "
+                            "(SDEdit: the strength says how far from the recording it may move).")
                 up_audio = gr.State(None)
                 with gr.Row():
                     up_file = gr.File(label="Recording (WAV/FLAC)", file_types=[".wav", ".flac"],
@@ -556,10 +561,10 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
                 quiz_btn = gr.Button("New case", elem_id="quiz_new")
                 quiz_audio = _audio(label="Unknown case", elem_id="quiz_audio")
                 with gr.Row():
-                    q_grade = gr.Dropdown([("none", "none"), *GRADE_CHOICES], label="Grade", elem_id="q_grade")
-                    q_timing = gr.Dropdown(["none", *V.TIMINGS], label="Timing", elem_id="q_timing")
-                    q_location = gr.Dropdown(list(V.LOCATIONS), label="Location", elem_id="q_location")
-                    q_condition = gr.Dropdown(list(V.CONDITIONS), label="Condition", elem_id="q_condition")
+                    q_grade = gr.Dropdown([("none", "none"), *GRADE_CHOICES], value=None, label="Grade", elem_id="q_grade")
+                    q_timing = gr.Dropdown(["none", *V.TIMINGS], value=None, label="Timing", elem_id="q_timing")
+                    q_location = gr.Dropdown(list(V.LOCATIONS), value=None, label="Location", elem_id="q_location")
+                    q_condition = gr.Dropdown(list(V.CONDITIONS), value=None, label="Condition", elem_id="q_condition")
                 q_check = gr.Button("Check my answer", variant="primary", elem_id="quiz_check")
                 q_result = gr.Markdown(elem_id="quiz_result")
                 q_spec = _image(label="Answer: annotated spectrogram", elem_id="quiz_spec")
@@ -596,7 +601,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
         wi_btn.click(h.what_if, [wi_attr, wi_value, *controls, *sampling], [wi_img, wi_a, wi_b, wi_deltas],
                      api_name="what_if")
         up_file.change(h.upload, up_file, [up_audio, up_play, up_spec, up_status], api_name="upload")
-        up_btn.click(h.edit_upload, [up_audio, up_attr, up_value, *controls, seed, steps, up_strength],
+        up_btn.click(h.edit_upload, [up_audio, up_attr, up_value, *controls, seed, steps, guidance, sampler, up_strength],
                      [up_img, up_edited, up_deltas], api_name="edit")
         quiz_btn.click(h.quiz_new, quiz_counter, [quiz_case, quiz_counter, quiz_audio, q_spec, q_result],
                        api_name="quiz_new")

@@ -26,6 +26,13 @@ DPI = 100
 _DB_PER_FEAT = FEAT_SCALE * 20.0 / np.log(10.0)  # feature units -> dB (feature is affine in ln|X|)
 
 
+def _figure(width: float, height: float, **margins) -> Figure:
+    """A figure with fixed margins: constrained/tight layout cost ~3x the drawing itself."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(**{"left": 0.08, "right": 0.97, "bottom": 0.16, "top": 0.88, **margins})
+    return fig
+
+
 def _to_image(fig: Figure) -> np.ndarray:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -45,14 +52,14 @@ def _extent(n_frames: int) -> list[float]:
 
 
 def _draw_spectrogram(ax, features: np.ndarray, intervals: Sequence[Interval], title: str,
-                      vmin: float | None = None, vmax: float | None = None):
+                      vmin: float | None = None, vmax: float | None = None, wrap: int = 120):
     db = features_db(features)
     top = float(np.percentile(db, 99.5)) if vmax is None else vmax
     im = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=_extent(db.shape[1]),
                    vmin=top - 60.0 if vmin is None else vmin, vmax=top, interpolation="nearest")
     _mark_intervals(ax, intervals)
     ax.set_ylim(0, MAX_HZ)
-    ax.set_title(textwrap.fill(title, 120), fontsize=10)
+    ax.set_title(textwrap.fill(title, wrap), fontsize=10)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz)")
     return im
@@ -75,10 +82,10 @@ def _mark_intervals(ax, intervals: Sequence[Interval]) -> None:
 def spectrogram_image(features: np.ndarray, intervals: Sequence[Interval] = (),
                       title: str = "Spectrogram") -> np.ndarray:
     """Annotated spectrogram of one clip: features (129, T), intervals in seconds."""
-    fig = Figure(figsize=(9, 3.2), dpi=DPI, layout="constrained")
+    fig = _figure(9, 3.2, right=0.93, top=0.86)
     ax = fig.add_subplot()
     im = _draw_spectrogram(ax, features, intervals, title)
-    fig.colorbar(im, ax=ax, label="dB", pad=0.01)
+    fig.colorbar(im, ax=ax, label="dB", pad=0.01, fraction=0.04)
     return _to_image(fig)
 
 
@@ -89,11 +96,11 @@ def what_if_image(before: np.ndarray, after: np.ndarray,
     db_a, db_b = features_db(before), features_db(after)
     t = min(db_a.shape[1], db_b.shape[1])
     top = float(np.percentile(np.concatenate([db_a, db_b], axis=1), 99.5))
-    fig = Figure(figsize=(13, 3.4), dpi=DPI, layout="constrained")
+    fig = _figure(13, 3.4, left=0.055, right=0.955, wspace=0.3)
     ax_a, ax_b, ax_d = fig.subplots(1, 3, sharey=True)
-    _draw_spectrogram(ax_a, before, intervals_before, titles[0], vmax=top)
-    im = _draw_spectrogram(ax_b, after, intervals_after, titles[1], vmax=top)
-    fig.colorbar(im, ax=[ax_a, ax_b], label="dB", pad=0.01)
+    _draw_spectrogram(ax_a, before, intervals_before, titles[0], vmax=top, wrap=50)
+    im = _draw_spectrogram(ax_b, after, intervals_after, titles[1], vmax=top, wrap=50)
+    fig.colorbar(im, ax=ax_b, label="dB", pad=0.01, fraction=0.05)
     ax_b.set_ylabel("")
     diff = db_b[:, :t] - db_a[:, :t]
     lim = max(float(np.percentile(np.abs(diff), 99.0)), 1.0)
@@ -102,7 +109,7 @@ def what_if_image(before: np.ndarray, after: np.ndarray,
     ax_d.set_ylim(0, MAX_HZ)
     ax_d.set_title("Difference (after − before)", fontsize=10)
     ax_d.set_xlabel("time (s)")
-    fig.colorbar(im_d, ax=ax_d, label="dB", pad=0.01)
+    fig.colorbar(im_d, ax=ax_d, label="dB", pad=0.01, fraction=0.05)
     return _to_image(fig)
 
 
@@ -111,7 +118,7 @@ def weights_image(weights: np.ndarray, names: Sequence[str] = SUBSPACES) -> np.n
     w = np.asarray(weights, dtype=np.float32)
     if w.ndim != 2 or w.shape[1] != len(names):
         raise ValueError(f"weights: expected shape (steps, {len(names)}); got {w.shape}")
-    fig = Figure(figsize=(6.5, 3.2), dpi=DPI, layout="constrained")
+    fig = _figure(6.5, 3.2, left=0.11)
     ax = fig.add_subplot()
     steps = np.arange(1, w.shape[0] + 1)
     for i, name in enumerate(names):
@@ -120,30 +127,30 @@ def weights_image(weights: np.ndarray, names: Sequence[str] = SUBSPACES) -> np.n
     ax.set_ylabel("w_i")
     ax.set_title("Per-subspace noise weights w_i", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=len(names))
+    ax.legend(fontsize=8, ncols=len(names), loc="best")
     return _to_image(fig)
 
 
-def attention_image(mask: np.ndarray, layer: int = 0, step: int | None = None) -> np.ndarray:
+def attention_image(mask: np.ndarray, layer: str | int = 0, step: int | None = None) -> np.ndarray:
     """Medical Attention mask M_cardiac (L, L) as a heatmap; positions in latent frames."""
     m = np.asarray(mask, dtype=np.float32)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"attention mask: expected a square (L, L) array; got {m.shape}")
-    fig = Figure(figsize=(4.6, 4.0), dpi=DPI, layout="constrained")
+    fig = _figure(4.6, 4.0, left=0.15, right=0.88, bottom=0.12, top=0.92)
     ax = fig.add_subplot()
     im = ax.imshow(m, origin="upper", cmap="viridis", interpolation="nearest")
     where = f"layer {layer}" + (f", step {step}" if step is not None else "")
     ax.set_title(f"M_cardiac ({where})", fontsize=10)
     ax.set_xlabel("key position")
     ax.set_ylabel("query position")
-    fig.colorbar(im, ax=ax, pad=0.01)
+    fig.colorbar(im, ax=ax, pad=0.02, fraction=0.05)
     return _to_image(fig)
 
 
 def fusion_image(weights: Mapping[str, float]) -> np.ndarray:
     """Learned fusion weights (e.g. {"text": l1, "graph": l2}) as a bar chart."""
     names, values = list(weights), [float(v) for v in weights.values()]
-    fig = Figure(figsize=(3.6, 3.0), dpi=DPI, layout="constrained")
+    fig = _figure(3.6, 3.0, left=0.16, bottom=0.1)
     ax = fig.add_subplot()
     bars = ax.bar(names, values, color=["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"][: len(names)])
     ax.bar_label(bars, fmt="%.3f", fontsize=8)

@@ -206,7 +206,8 @@ class HLDMPipeline:
     @torch.inference_mode()
     def encode(self, audio: np.ndarray | str | os.PathLike | bytes) -> np.ndarray:
         """A recording (waveform (N,) at 4 kHz, or a WAV/FLAC path or bytes) -> VAE posterior mean (16, L)."""
-        return self._encode(audio)[0].cpu().numpy()
+        mu, _ = self._encode(audio)
+        return mu[0].cpu().numpy()
 
     @torch.inference_mode()
     def edit(self, audio: np.ndarray | str | os.PathLike | bytes, findings: FindingsLike, change: dict | None = None,

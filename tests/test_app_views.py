@@ -69,3 +69,170 @@ def test_malformed_arrays_are_refused_with_the_expected_shape(call):
 def test_frames_per_second_matches_the_time_axis():
     # A 2 s clip is 250 frames; the x extent must end at 2 s so marks in seconds line up.
     assert app_views._extent(int(2 * FRAMES_PER_SECOND))[1] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- the app's handlers on a tiny random pipeline
+
+import gradio as gr  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+import app  # noqa: E402
+from hldm.clinical.vocabulary import CONDITIONS  # noqa: E402
+
+
+class _NoProgress:
+    def __call__(self, *args, **kwargs):
+        pass
+
+    def tqdm(self, iterable, *args, **kwargs):
+        return iterable
+
+
+MR = ["mitral regurgitation", "present", 3, "holosystolic", "plateau", "high", "blowing", "MV", "axilla", [],
+      80, "adult", "male", 0, 0, False]
+FAST = [0, 2, 2.0, "ddim", 2.0]  # seed, steps, guidance, sampler, seconds
+
+
+@pytest.fixture(scope="module")
+def handlers():
+    from hldm.models.hldm import HLDMConfig
+    from hldm.pipeline import HLDMPipeline
+
+    return app.Handlers(HLDMPipeline.from_config(HLDMConfig.tiny()))
+
+
+def test_app_starts_on_the_untrained_model_with_a_banner_when_no_checkpoint(tmp_path):
+    pipeline, banner = app.load_pipeline(tmp_path / "empty")
+    assert banner == app.NO_CHECKPOINT_BANNER
+    assert isinstance(app.build_app(pipeline, banner), gr.Blocks)
+
+
+def test_every_condition_prefills_valid_findings_and_prompts(handlers):
+    for condition in CONDITIONS:
+        values = handlers.prefill_condition(condition, *MR)
+        assert values[0] == condition
+        assert values[app.CONTROL_FIELDS.index("age_group")] == "adult"  # demographics kept
+        l1, l2, l3, status = handlers.preview(*values)
+        assert status.startswith("✓") and l2 and l3, (condition, status)
+
+
+def test_contradictory_findings_are_reported_not_raised(handlers):
+    bad = list(MR)
+    bad[app.CONTROL_FIELDS.index("timing")] = "early-diastolic"
+    bad[app.CONTROL_FIELDS.index("grade")] = 6  # diastolic grades stop at IV
+    *_, status = handlers.preview(*bad)
+    assert "not valid" in status and "grade" in status
+
+
+def test_l2_edit_is_parsed_back_or_refused_with_a_message(handlers):
+    out = handlers.apply_l2("Grade IV/VI holosystolic plateau murmur, high-pitched, blowing, loudest at the mitral "
+                            "area, radiating to the axilla.", *MR)
+    assert out[app.CONTROL_FIELDS.index("grade")] == 4 and out[-1].startswith("✓")
+    refused = handlers.apply_l2("Grade VI/IV early-diastolic decrescendo murmur.", *MR)
+    assert "not applied" in refused[-1]
+    assert all(isinstance(v, dict) for v in refused[:-1])  # gr.update(): controls untouched
+
+
+def test_examples_all_validate(handlers):
+    for ex in app.load_examples():
+        values = handlers.load_example(ex["name"], *MR)
+        assert handlers.preview(*values)[-1].startswith("✓"), ex["name"]
+
+
+def test_generate_returns_4k_audio_an_8k_louder_copy_and_figures(handlers):
+    (sr4, a4), (sr8, a8), spec, info, interp, w_img, attn_img, layer = handlers.generate(
+        *MR, *FAST, progress=_NoProgress())
+    assert (sr4, sr8) == (4000, 8000) and len(a8) == 2 * len(a4) == 2 * 8000
+    assert a4.dtype == a8.dtype == np.int16
+    assert _is_image(spec) and _is_image(w_img) and "cpu" in info
+    assert interp["weights"].shape == (2, 4)
+    if interp["attention"]:
+        assert _is_image(attn_img) and layer["value"] in interp["attention"]
+
+
+def test_playback_copy_is_louder_8k_and_never_clips():
+    t = np.arange(8000) / 4000
+    quiet = (0.02 * np.sin(2 * np.pi * 50 * t) * (np.sin(2 * np.pi * 1.2 * t) > 0.9)).astype(np.float32)
+    (sr, x) = app.playback_copy(quiet, 4000)
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a.astype(np.float64) / 32767))))  # noqa: E731
+    assert sr == 8000 and len(x) == 2 * len(quiet)
+    assert rms(x) > 3 * rms(quiet) and np.abs(x).max() < 32767
+    loud = np.clip(np.random.default_rng(0).normal(0, 0.5, 8000), -1, 1).astype(np.float32)
+    assert rms(app.playback_copy(loud, 4000)[1]) > 0.8 * float(np.sqrt(np.mean(loud.astype(np.float64) ** 2)))
+
+
+def test_generate_refuses_out_of_range_settings(handlers):
+    with pytest.raises(gr.Error, match="steps"):
+        handlers.generate(*MR, 0, app.MAX_STEPS + 1, 2.0, "ddim", 2.0, progress=_NoProgress())
+    with pytest.raises(gr.Error, match="sampler"):
+        handlers.generate(*MR, 0, 2, 2.0, "euler", 2.0, progress=_NoProgress())
+
+
+def test_what_if_names_the_changed_field_and_every_subspace(handlers):
+    img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, *MR, *FAST, progress=_NoProgress())
+    assert _is_image(img) and len(a) == len(b)
+    assert "Changed findings: **grade**" in md
+    assert all(name in md for name in ("rhythm", "s1s2", "murmur", "noise"))
+    with pytest.raises(gr.Error, match="grade"):  # a diastolic grade V is refused, not generated
+        handlers.what_if("timing", "early-diastolic", *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"this is text, not audio\n" * 10, "not a readable"),
+    ("silent", "silent"),
+    ("nan", "NaN"),
+    ("long", "long"),
+])
+def test_bad_uploads_are_refused_with_the_reason(handlers, tmp_path, content, reason):
+    path = tmp_path / "upload.wav"
+    if content == "silent":
+        sf.write(path, np.zeros(8000, dtype=np.float32), 4000)
+    elif content == "nan":
+        sf.write(path, np.full(8000, np.nan, dtype=np.float32), 4000, subtype="FLOAT")
+    elif content == "long":
+        sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(4000 * (app.UPLOAD_MAX_SECONDS + 1))), 4000)
+    else:
+        path.write_bytes(content)
+    state, play, spec, status = handlers.upload(str(path))
+    assert state is None and "Upload refused" in status and reason.lower() in status.lower(), status
+
+
+def test_upload_then_edit(handlers, tmp_path):
+    path = tmp_path / "pcg.wav"
+    rng = np.random.default_rng(0)
+    sf.write(path, (rng.normal(0, 0.05, 8000) * np.sin(np.linspace(0, 12, 8000)) ** 8).astype(np.float32), 4000)
+    audio, play, spec, status = handlers.upload(str(path))
+    assert status.startswith("✓") and _is_image(spec)
+    img, (sr, edited), md = handlers.edit_upload(audio, "grade", 4, *MR, 0, 2, 2.0, "ddim", 0.5,
+                                                 progress=_NoProgress())
+    assert _is_image(img) and sr == 4000 and len(edited) == len(audio)
+
+
+def test_quiz_scores_answers_and_reveals_the_annotated_case(handlers):
+    case, counter, (sr, audio), _, _ = handlers.quiz_new(0)
+    assert counter == 1 and sr == 8000 and len(audio) > 0
+    truth = case["findings"]
+    right = handlers.quiz_check(case, truth["grade"] or "none", truth["timing"] or "none", truth["location"],
+                                truth["condition"])
+    wrong = handlers.quiz_check(case, "none" if truth["grade"] else 2, "continuous", None, None)
+    assert "Score: 4 / 4" in right[0] and "Score: 0 / 4" in wrong[0]
+    assert _is_image(right[1])
+    assert any(lab == "S1" for *_, lab in case["intervals"])
+
+
+def test_batch_export_zip_has_wavs_and_labels(handlers):
+    import csv
+    import io
+    import json
+    import zipfile
+
+    path, status = handlers.export(3, 2.0, 7, *MR, 2, 2.0, "ddim", progress=_NoProgress())
+    with zipfile.ZipFile(path) as zf:
+        wavs = sorted(n for n in zf.namelist() if n.endswith(".wav"))
+        rows = list(csv.DictReader(io.StringIO(zf.read("labels.csv").decode())))
+        clips = json.loads(zf.read("labels.json"))["clips"]
+        rate = sf.info(io.BytesIO(zf.read(wavs[0]))).samplerate
+    assert len(wavs) == len(rows) == len(clips) == 3 and rate == 4000
+    assert [int(r["seed"]) for r in rows] == [7, 8, 9]
+    assert {r["condition"] for r in rows} == {"mitral regurgitation"} and rows[0]["grade"] == "3"

@@ -3,6 +3,7 @@ and the training windows (with their loading speed)."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 
@@ -57,8 +58,9 @@ def summary_lines(index: CirCorIndex, split: dict[str, list[str]]) -> list[str]:
 def _windows(index: CirCorIndex, split: dict[str, list[str]], seconds: float, bench: int) -> list[str]:
     import numpy as np
     import torch
+    from torch.utils.data import DataLoader, Subset
 
-    from hldm.data.windows import CirCorWindows
+    from hldm.data.windows import CirCorWindows, collate
 
     out = [f"windows of {seconds:g} s starting at S1 onsets:"]
     datasets = {s: CirCorWindows(index.recordings_of(split[s]), seconds=seconds) for s in SPLITS}
@@ -74,13 +76,23 @@ def _windows(index: CirCorIndex, split: dict[str, list[str]], seconds: float, be
         t0 = time.perf_counter()
         decoded = ds.warm_cache(progress=True)
         out.append(f"cache: decoded {decoded} train recordings in {time.perf_counter() - t0:.1f} s")
-        order = np.random.default_rng(0).permutation(len(ds))[:bench]
-        t0 = time.perf_counter()
+        order = [int(i) for i in np.random.default_rng(0).permutation(len(ds))[:bench]]
+        # One process with one torch thread: tiny STFTs only lose from intra-op threading.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in order:
-            ds[int(i)]
-        rate = len(order) / (time.perf_counter() - t0)
-        out.append(f"throughput: {rate:.0f} windows/s (random order, {len(order)} windows, "
-                   f"{torch.get_num_threads()} torch threads, cache warm)")
+            ds[i]
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        torch.set_num_threads(threads)
+        out.append(f"throughput, 1 process: {len(order) / wall:.0f} windows/s wall; {1000 * cpu / len(order):.2f} ms "
+                   f"CPU per window (= {len(order) / cpu:.0f} windows/s per free core); load average "
+                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        loader = DataLoader(Subset(ds, order), batch_size=32, num_workers=2, collate_fn=collate)
+        t0 = time.perf_counter()
+        n = sum(len(batch["findings"]) for batch in loader)
+        out.append(f"throughput, DataLoader with 2 workers (batch 32): {n / (time.perf_counter() - t0):.0f} windows/s "
+                   "(worker start-up and prompt building included)")
     return out
 
 

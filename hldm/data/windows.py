@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,16 @@ from hldm.data.simulator import sample_findings, simulate
 from hldm.paths import cache_dir
 
 CACHE_VERSION = 1
+OPEN_RECORDINGS = 128  # memory-mapped cached recordings kept open (each holds a file descriptor)
 S1S2_STATES = (1, 3)
 LABEL_KEYS = ("heart_rate", "s1s2", "murmur", "grade", "timing", "noise_level")
 COMPONENTS = ("s1s2", "murmur", "noise")
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 16)
 def _prompts(findings: Findings) -> Prompts:
-    # Windows of one recording share findings up to the heart rate: build each text once.
+    # Windows of a recording differ only in heart rate (whole bpm): each text is built once
+    # per (recording, bpm), about 10k for CirCor; building one costs about 1 ms.
     return build_prompts(findings)
 
 
@@ -114,6 +117,8 @@ class CirCorWindows(Dataset):
         self.skipped: dict[str, list[str]] = {}
         self.windows: list[tuple[int, float]] = []  # (index into self.recordings, S1 onset s)
         self._intervals: list[np.ndarray] = []
+        self._cache_paths: dict[str, Path] = {}
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
         for rec in recordings:
             reason = self._unusable(rec)
             if reason is None:
@@ -163,9 +168,11 @@ class CirCorWindows(Dataset):
         return len(self.windows)
 
     def _cache_path(self, rec: Recording) -> Path:
-        stat = rec.audio_path.stat()
-        key = f"{rec.audio_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v{CACHE_VERSION}"
-        return cache_dir() / "audio" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+        if rec.stem not in self._cache_paths:
+            stat = rec.audio_path.stat()
+            key = f"{rec.audio_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v{CACHE_VERSION}"
+            self._cache_paths[rec.stem] = cache_dir() / "audio" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+        return self._cache_paths[rec.stem]
 
     def audio(self, rec: Recording) -> np.ndarray:
         """The whole recording, float32 (N,) at 4 kHz (from the cache when enabled)."""
@@ -176,6 +183,18 @@ class CirCorWindows(Dataset):
         if not path.is_file():
             _atomic_save(path, load_audio(rec.audio_path, max_seconds=3600, max_bytes=1 << 31))
         return np.load(path, mmap_mode="r")
+
+    def _recording_audio(self, r: int) -> np.ndarray:
+        """`audio` of self.recordings[r], keeping the last OPEN_RECORDINGS memory maps open."""
+        if r in self._open:
+            self._open.move_to_end(r)
+            return self._open[r]
+        audio = self.audio(self.recordings[r])
+        if self.cache:
+            self._open[r] = audio
+            if len(self._open) > OPEN_RECORDINGS:
+                self._open.popitem(last=False)
+        return audio
 
     def warm_cache(self, progress: bool = False) -> int:
         """Decode every recording into the cache now; returns how many were decoded."""
@@ -197,12 +216,12 @@ class CirCorWindows(Dataset):
         r, onset = self.windows[i]
         rec = self.recordings[r]
         start = int(round(onset * SAMPLE_RATE))
-        crop = np.asarray(self.audio(rec)[start:start + self.n_samples], dtype=np.float32)  # (N,)
+        crop = np.array(self._recording_audio(r)[start:start + self.n_samples], dtype=np.float32)  # (N,)
         features = to_features(normalize_loudness(crop))  # (129, T)
         hr = self.window_heart_rate(i)
         # The window's own rate conditions it; a rate outside the product's range keeps the recording's.
         in_range = HEART_RATE_RANGE[0] <= hr <= HEART_RATE_RANGE[1]  # False for nan
-        findings = self._findings[r].with_(heart_rate=round(hr, 1)) if in_range else self._findings[r]
+        findings = self._findings[r].with_(heart_rate=float(round(hr))) if in_range else self._findings[r]
         labels = factor_labels(findings, rec.murmur_status != "unknown", hr,
                                s1s2_mask(rec.segmentation, start / SAMPLE_RATE, self.frames), math.nan)
         return {"features": features, "findings": findings, "prompts": _prompts(findings), "labels": labels,

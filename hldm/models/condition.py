@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hldm.clinical.knowledge_graph import NODE_FEATURE_DIM, default_graph
+from hldm.clinical.prompts import Prompts, build_prompts
 from hldm.clinical.vocabulary import (
     CONDITIONS,
     LOCATIONS,
@@ -160,8 +162,6 @@ class ClinicalConditioner(_Conditioner):
     """
 
     def __init__(self, cfg: ConditionConfig, graph=None):
-        from hldm.clinical.knowledge_graph import NODE_FEATURE_DIM, default_graph
-
         super().__init__(cfg)
         self.graph = graph if graph is not None else default_graph()
         self.text = MiniLMTextEncoder(cfg.text_trainable_layers, cfg.cache_size, cfg.text_max_tokens)
@@ -171,12 +171,11 @@ class ClinicalConditioner(_Conditioner):
         self.lambda_graph = nn.Parameter(torch.tensor(cfg.fusion_init[1]))
         self.subgraphs = LRU(cfg.cache_size)  # Findings -> torch_geometric Data
 
-    def forward(self, findings: list[Findings], prompts=None, drop_mask: torch.Tensor | None = None):
+    def forward(self, findings: list[Findings], prompts: list[Prompts] | None = None,
+                drop_mask: torch.Tensor | None = None):
         """-> (c (B, D), hr (B,)); prompts default to `build_prompts(findings)`."""
         batch = self._check(findings, prompts, drop_mask)
         if prompts is None:
-            from hldm.clinical.prompts import build_prompts
-
             prompts = [build_prompts(f) for f in findings]
         texts = [p.l1 for p in prompts] + [p.l2 for p in prompts] + [p.l3 for p in prompts]
         e = self.text(texts).view(len(LEVELS), batch, EMBED_DIM)  # (3, B, 384)
@@ -211,7 +210,8 @@ class LabelConditioner(_Conditioner):
             nn.Linear(len(LABEL_FIELDS) * e, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim)
         )
 
-    def forward(self, findings: list[Findings], prompts=None, drop_mask: torch.Tensor | None = None):
+    def forward(self, findings: list[Findings], prompts: list[Prompts] | None = None,
+                drop_mask: torch.Tensor | None = None):
         """-> (c (B, D), hr (B,))."""
         self._check(findings, prompts, drop_mask)
         idx = label_indices(findings).to(self.null_embedding.device)  # (B, 8)

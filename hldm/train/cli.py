@@ -6,12 +6,14 @@ Multi-GPU: `torchrun --nproc_per_node N -m hldm train --stage all --config paper
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from hldm.paths import REPO
 from hldm.train.config import DATA_SOURCES, STAGES, ConfigError, load_config
 from hldm.train.state import CheckpointError, ConfigMismatchError
+from hldm.train.trainer import duration, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--stop-after", f"must be >= 1, got {args.stop_after}")
         out = args.out or REPO / "runs" / cfg.name
         stages = list(STAGES) if args.stage == "all" else [args.stage]
-        from hldm.train.trainer import run
-
         results = run(stages, cfg, out, resume=args.resume, stop_after=args.stop_after, device=args.device)
     except (ConfigError, ConfigMismatchError, CheckpointError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if os.environ.get("RANK", "0") != "0":
+        return 0 if results and results[-1].completed else 3
     for r in results:
         state = "done" if r.completed else "stopped"
-        print(f"{r.stage}: {state} at step {r.step}/{r.total_steps} ({r.wall_s / 60:.1f} min) -> {r.dir}")
+        print(f"{r.stage}: {state} at step {r.step}/{r.total_steps} ({duration(r.wall_s)}) -> {r.dir}")
     return 0 if results and results[-1].completed else 3

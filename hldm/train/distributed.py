@@ -113,13 +113,13 @@ def make_sampler(dataset: Dataset, info: DistInfo, seed: int, shuffle: bool = Tr
                               shuffle=shuffle, seed=seed, drop_last=True)
 
 
-def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
-    """DDP-wrap the stage objective; unused parameters happen (the null embedding when no
-    condition is dropped in a batch, frozen branches), hence find_unused_parameters."""
+def wrap_ddp(module: nn.Module, info: DistInfo, find_unused: bool = True) -> nn.Module:
+    """DDP-wrap the stage objective. Diffusion stages leave parameters unused in some
+    steps (the null embedding when no condition is dropped), hence `find_unused`."""
     if not info.enabled:
         return module
     ids = [info.local_rank] if info.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
 
 
 @torch.no_grad()

@@ -83,10 +83,12 @@ def _merge(base: dict, over: dict, prefix: str = "model") -> dict:
 
 
 def model_config(cfg: TrainConfig):
-    """HLDMConfig = defaults overridden by the preset's [model] tables."""
+    """HLDMConfig = defaults overridden by the preset's [model] tables; the window length comes from [data]."""
     from hldm.models.hldm import HLDMConfig
 
-    return HLDMConfig.from_dict(_merge(HLDMConfig().to_dict(), cfg.model))
+    d = _merge(HLDMConfig().to_dict(), cfg.model)
+    d["diffusion"]["window_seconds"] = cfg.data.seconds
+    return HLDMConfig.from_dict(d)
 
 
 def _comparable(model_cfg: dict) -> dict:
@@ -169,16 +171,12 @@ class DiffusionObjective(nn.Module):
         self.model.vae.eval()  # frozen: its posterior mean is the data
         return self
 
-    @torch.no_grad()
-    def latents(self, features: torch.Tensor) -> torch.Tensor:
-        mu, _ = self.model.vae.encode(features)  # (B, 16, L)
-        return mu * float(self.model.config.diffusion.latent_scale)
-
     def forward(self, batch: dict, step: int | None):
         from hldm.diffusion.loss import diffusion_loss, q_sample, subspace_losses, training_target
 
         m = self.model
-        z0 = self.latents(batch["features"]).float()
+        with torch.no_grad():
+            z0 = m.to_latent(batch["features"]).float()  # (B, 16, L)
         B, dev = z0.shape[0], z0.device
         drop = torch.rand(B, device=dev) < self.cond_dropout if step is not None else None
         c, hr = m.cond(batch["findings"], batch["prompts"], drop_mask=drop)
@@ -353,8 +351,10 @@ def train_stage(stage: str, cfg: TrainConfig, out: Path, data: TrainData, info: 
                                index["meta"]["wall_s"], stage_dir)
         state = load_state(stage_dir, dev)
 
-    seed_everything(cfg.seed + 1000 * STAGES.index(stage) + info.rank)
+    stage_seed = cfg.seed + 1000 * STAGES.index(stage)
+    seed_everything(stage_seed)  # the same initial weights on every rank
     model = initial_model(stage, cfg, out, dev)
+    seed_everything(stage_seed + info.rank)  # each rank its own noise, dropout and timesteps
     if state is not None and "latent_scale" in state.meta:
         model.config.diffusion.latent_scale = state.meta["latent_scale"]
 
@@ -395,7 +395,7 @@ def train_stage(stage: str, cfg: TrainConfig, out: Path, data: TrainData, info: 
             f"{', capped by max_steps' if scfg.max_steps and total == scfg.max_steps else ''}), "
             f"{sum(p.numel() for p in params):,} trainable parameters, world size {info.world_size}, device {dev}")
 
-    ddp_objective = D.wrap_ddp(objective, info)
+    ddp_objective = D.wrap_ddp(objective, info, find_unused=stage != "vae")
     logger = MetricsLogger(stage_dir, resume_step=step, enabled=info.is_main)
     bar = tqdm(total=total, initial=step, desc=stage, disable=not info.is_main, dynamic_ncols=True)
     t_start = time.time()
@@ -472,6 +472,12 @@ def save_pipeline(model: nn.Module, directory: Path, card: str) -> Path:
     return save_model(directory, model, card)
 
 
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
 def hardware(info: D.DistInfo) -> str:
     if info.device.type == "cuda":
         name = torch.cuda.get_device_name(info.device)
@@ -480,14 +486,14 @@ def hardware(info: D.DistInfo) -> str:
             f"{torch.get_num_threads()} torch threads each), torch {torch.__version__}")
 
 
-def final_losses(stage_dir: Path, last: int = 50) -> dict[str, float | None]:
-    """Mean train loss over the last `last` logged steps and the last validation loss."""
+def final_losses(stage_dir: Path, metric: str = "loss", last: int = 50) -> dict[str, float | None]:
+    """Mean train `metric` over the last `last` logged steps and the last validation value."""
     path = stage_dir / "metrics.csv"
     if not path.is_file():
         return {"train": None, "val": None}
     rows = read_metrics(path)
-    train = [r["value"] for r in rows if r["split"] == "train" and r["metric"] == "loss"][-last:]
-    val = [r["value"] for r in rows if r["split"] == "val" and r["metric"] == "loss"]
+    train = [r["value"] for r in rows if r["split"] == "train" and r["metric"] == metric][-last:]
+    val = [r["value"] for r in rows if r["split"] == "val" and r["metric"] == metric]
     return {"train": sum(train) / len(train) if train else None, "val": val[-1] if val else None}
 
 
@@ -512,15 +518,16 @@ def model_card(cfg: TrainConfig, out: Path, data: TrainData, info: D.DistInfo, s
     total_wall = 0.0
     for stage in stages:
         meta = read_index(out / stage)["meta"]
-        losses = final_losses(out / stage)
+        losses = final_losses(out / stage, "loss" if stage == "vae" else "mse")
         total_wall += meta["wall_s"]
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        s = cfg.stage(stage)
-        lines.append(f"| {stage} | {meta['total_steps']} | {s.epochs} | {s.batch_size} | "
-                     f"{meta['wall_s'] / 60:.1f} min | {fmt(losses['train'])} | {fmt(losses['val'])} |")
-    lines += ["", f"Total wall time: {total_wall / 60:.1f} min. Losses: stage `vae` is the full MS-VAE "
-                  "objective; `ldm`/`finetune` report the weighted denoising loss (train) and the plain "
-                  "unweighted one (val, EMA weights)."]
+        lines.append(f"| {stage} | {meta['total_steps']} | {meta['total_steps'] / meta['steps_per_epoch']:.1f} | "
+                     f"{cfg.stage(stage).batch_size} | {duration(meta['wall_s'])} | "
+                     f"{fmt(losses['train'])} | {fmt(losses['val'])} |")
+    lines += ["", f"Total wall time: {duration(total_wall)}. Losses: `vae` is the full MS-VAE objective "
+                  "(L1 recon + beta KL + delta disentanglement); `ldm` and `finetune` give the plain, unweighted "
+                  "denoising MSE (comparable between the two stages). Train: mean of the last 50 steps; "
+                  "val: EMA weights on the validation windows, the same noise draws every epoch."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,61 @@
+"""50 concurrent gradio_client users on loopback against the running app: all must get a clip, in bounded time.
+
+Requests pass through Gradio's queue (CONCURRENCY model calls at a time), so
+the latency printed here is what a user waits, queueing included.
+"""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+import pytest
+
+from app_server import running_app, save_tiny_pipeline
+
+N_CLIENTS = 50
+BOUND_S = 180.0  # the whole burst; a hung queue fails here instead of hanging CI
+
+# A short, cheap request: mitral regurgitation, 4 DDIM steps, 2 s.
+CONTROLS = ["mitral regurgitation", "present", 3, "holosystolic", "plateau", "high", "blowing", "MV", "axilla",
+            [], 80, "adult", "male", 0, 0, False]
+SAMPLING = [0, 4, 3.0, "ddim", 2.0]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("load")
+    with running_app(tmp, save_tiny_pipeline(tmp / "ckpt")) as url:
+        yield url
+
+
+def test_fifty_concurrent_clients_all_succeed(app_url, tmp_path):
+    from gradio_client import Client
+
+    start = threading.Barrier(N_CLIENTS, timeout=BOUND_S)
+
+    def one_user(k: int) -> float:
+        # All users connect at once (the API-info burst is part of the load), then ask together.
+        client = Client(app_url, verbose=False, download_files=False, analytics_enabled=False,
+                        httpx_kwargs={"timeout": BOUND_S})
+        seed = [k] + SAMPLING[1:]
+        start.wait()
+        t0 = time.perf_counter()
+        out = client.predict(*CONTROLS, *seed, api_name="/generate")
+        latency = time.perf_counter() - t0
+        audio4, audio8, spec, info = out[:4]
+        assert "Generated 2.0 s" in info, info
+        assert audio4 and audio8 and spec
+        return latency
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=N_CLIENTS) as pool:
+        futures = [pool.submit(one_user, k) for k in range(N_CLIENTS)]
+        done, pending = wait(futures, timeout=BOUND_S)
+        for f in pending:
+            f.cancel()
+    wall = time.perf_counter() - t0
+    assert not pending, f"{len(pending)} of {N_CLIENTS} clients unanswered after {BOUND_S:.0f} s"
+    latencies = np.array([f.result() for f in futures])  # re-raises any client's failure
+    p50, p95 = np.percentile(latencies, [50, 95])
+    print(f"\nload: {N_CLIENTS} concurrent clients, all succeeded in {wall:.1f} s; "
+          f"latency p50 {p50:.2f} s, p95 {p95:.2f} s, max {latencies.max():.2f} s")
