@@ -46,6 +46,8 @@ class DataConfig:
     sim_windows: int = 2000  # training windows for "sim" (and the cap for "mix")
     val_sim_windows: int = 128  # simulated validation windows ("sim" and "mix")
     max_real_windows: int = 0  # 0 = every CirCor training window; else a seeded subset
+    # Val windows overlap heavily (one per S1 onset); a seeded subset keeps each epoch's check cheap.
+    max_val_windows: int = 0  # 0 = every CirCor validation window
     split_seed: int = 0  # patient-level split (hldm.data.circor.load_or_make_split)
     num_workers: int = 0
 

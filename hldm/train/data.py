@@ -111,7 +111,8 @@ def build_data(cfg: DataConfig, seed: int, log=print) -> TrainData:
     split_sha = json.loads(manifest_path(index, cfg.split_seed).read_text())["split_sha256"]
     real_train = _subset(CirCorWindows(index.recordings_of(split["train"]), seconds=cfg.seconds),
                          cfg.max_real_windows, seed)
-    real_val = CirCorWindows(index.recordings_of(split["val"]), seconds=cfg.seconds)
+    real_val = _subset(CirCorWindows(index.recordings_of(split["val"]), seconds=cfg.seconds),
+                       cfg.max_val_windows, seed + VAL_SEED_OFFSET)
     if source == "circor":
         return TrainData(real_train, real_val, "circor", {"train_real": len(real_train), "train_sim": 0,
                                                           "val_real": len(real_val), "val_sim": 0},
