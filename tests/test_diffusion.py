@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hldm.diffusion import (SAMPLERS, cosine_alphas_cumprod, cpu_generators, diffusion_loss, initial_noise,
+from hldm.diffusion import (SAMPLERS, clamp_x0, cosine_alphas_cumprod, cpu_generators, diffusion_loss, initial_noise,
                             make_scheduler, predict_x0, q_sample, sample, subspace_losses, training_target)
 
 SHAPE = (2, 16, 12)
@@ -90,7 +90,10 @@ def test_every_sampler_recovers_the_data_and_applies_guidance(sampler, predictio
     assert torch.allclose(z0, z_u + 2.0 * (z_c - z_u), atol=0.05)
     assert batches == [2 * SHAPE[0]] * 12  # cond + null in one forward per step
     assert [s["i"] for s in seen] == list(range(12))
-    assert seen[0]["t"] == 999 and all(s["w"].shape == (SHAPE[0], 4) for s in seen)
+    ref = make_scheduler(sampler, 1000, prediction_type)
+    ref.set_timesteps(12)
+    # "leading" spacing: the first step is one stride below T (no step at alpha_bar ~ 2e-9)
+    assert seen[0]["t"] == int(ref.timesteps[0]) in (912, 913) and all(s["w"].shape == (SHAPE[0], 4) for s in seen)
     assert seen[-1]["attn"][0].shape == (SHAPE[0], 3, 3)
     assert torch.allclose(seen[-1]["denoised"], z_u + 2.0 * (z_c - z_u), atol=1e-3)
 
@@ -132,3 +135,20 @@ def test_bad_sampler_settings_name_the_field_and_allowed_values():
         sample(random_denoiser, x, {"c": torch.ones(1)}, steps=0)
     with pytest.raises(ValueError, match="prediction_type"):
         make_scheduler("ddim", prediction_type="sample")
+
+
+def test_clamp_x0_only_touches_blown_up_predictions():
+    """At t = 999 a tiny epsilon error implies a huge x0; the clamp bounds it and leaves sane outputs alone."""
+    abar = cosine_alphas_cumprod(1000).float()
+    g = torch.Generator().manual_seed(4)
+    z0, noise = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+    for pred in ("epsilon", "v_prediction"):
+        for t_val in (999, 500, 10):
+            t = torch.full((SHAPE[0],), t_val)
+            z_t = q_sample(z0, t, noise, abar)
+            exact = point_mass_denoiser(pred, abar)(z_t, t, z0)["eps"]
+            kept = clamp_x0(exact, z_t, t, abar, 12.0, pred)
+            assert torch.allclose(kept, exact, atol=1e-3)
+            blown = clamp_x0(exact + 0.05, z_t, t, abar, 12.0, pred)
+            x0 = predict_x0(blown, z_t, t, abar, pred)
+            assert x0.abs().max() <= 12.0 + 1e-3

@@ -24,9 +24,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hldm.diffusion.loss import predict_x0
+from hldm.diffusion.loss import clamp_x0, predict_x0
 from hldm.diffusion.schedules import make_scheduler
 
+# Scaled latents have unit variance overall (latent_scale; the murmur subspace ~2.2 in the cpu
+# model), so |z0| > 12 is never data but a blown-up prediction at high noise.
+X0_LIMIT = 12.0
 Model = Callable[[torch.Tensor, torch.Tensor], dict]  # (x (B,C,L), t (B,)) -> {"eps", "w", "attn"}
 Callback = Callable[[dict], None]
 
@@ -78,6 +81,7 @@ def _run(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor, call
     for i, t in enumerate(timesteps):
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         out = model(x, t_batch)
+        out["eps"] = clamp_x0(out["eps"], x, t_batch, abar, X0_LIMIT, pred)
         if callback is not None:
             denoised = predict_x0(out["eps"], x, t_batch, abar, pred)
         x = scheduler.step(out["eps"], t, x, **step_kwargs).prev_sample

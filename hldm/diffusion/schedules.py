@@ -42,14 +42,17 @@ def make_scheduler(name: str, n_train: int = 1000, prediction_type: str = "epsil
     """A fresh diffusers scheduler for sampler `name` ("ddpm", "ddim", "dpmpp") on the cosine schedule.
 
     Schedulers keep per-run state (DPM-Solver++ keeps its past model outputs), so
-    every sampling run gets its own. "trailing" timestep spacing starts every run
-    at t = n_train - 1, where the latent really is pure noise (Lin et al. 2024,
-    "Common diffusion noise schedules and sample steps are flawed"); x0 is never
-    clipped because latents are not bounded to [-1, 1].
+    every sampling run gets its own. "leading" timestep spacing: a run of n steps starts
+    at t = (n_train // n) * (n - 1), not at n_train - 1. The clipped cosine schedule
+    ends at alpha_bar ~ 2e-9, where an epsilon-prediction model implies x0 with its
+    error multiplied by ~2e4; "trailing" spacing (Lin et al. 2024) assumes v-prediction
+    and made the shipped cpu model's latents ~3000x too large. Blown-up x0 predictions
+    are also clamped (hldm.diffusion.samplers.X0_LIMIT), not clipped to [-1, 1]: latents
+    are unbounded.
     """
     check_prediction_type(prediction_type)
     common = dict(num_train_timesteps=n_train, beta_schedule="squaredcos_cap_v2",
-                  prediction_type=prediction_type, timestep_spacing="trailing")
+                  prediction_type=prediction_type, timestep_spacing="leading")
     if name == "ddpm":
         return DDPMScheduler(clip_sample=False, variance_type="fixed_small", **common)
     if name == "ddim":
