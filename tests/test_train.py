@@ -1,14 +1,22 @@
-"""The 3-stage trainer: presets, atomic resumable state, schedules, the tiny preset end to end."""
+"""The 3-stage trainer: presets, atomic resumable state, schedules, and a micro preset end to end
+(export + model card, --stop-after/--resume, kill -9, config mismatch, DDP with 2 gloo processes)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from hldm.clinical.vocabulary import Findings
@@ -17,7 +25,7 @@ from hldm.train.config import ConfigError, TrainConfig, load_config
 from hldm.train.ema import EMA
 from hldm.train.logging import MetricsLogger, read_metrics
 from hldm.train.state import (CheckpointError, ConfigMismatchError, TrainState, capture_rng, check_config,
-                              load_state, restore_rng, save_state)
+                              load_state, read_index, restore_rng, save_state)
 from hldm.train.weighting import RareWeights, curriculum_subspace_weights, curriculum_timestep_weights
 
 PRESETS = ("tiny", "cpu", "paper")
@@ -171,3 +179,263 @@ def test_rare_weights_favour_rare_classes_and_are_capped():
     assert w.weight(rare[0]) == pytest.approx(4.0)  # capped
     assert w.weight(common[0]) < 1.0
     assert RareWeights(common + rare, cap=1000.0).weight(rare[0]) > 10
+
+
+def test_metrics_reader_skips_a_row_cut_short_by_a_kill(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,epoch,split,metric,value\n1,0,train,loss,0.5\n2,0,train,loss,1.2e\n3,0,tr")
+    assert read_metrics(path) == [{"step": 1, "epoch": 0, "split": "train", "metric": "loss", "value": 0.5}]
+
+
+# ---------------------------------------------------------------- end to end: a micro preset
+
+# Smaller than train/tiny.toml so the default suite stays fast: 16 simulated 2 s windows,
+# batch 4 -> 4 steps an epoch; vae 8 steps, ldm 8, finetune 4; a checkpoint every 3 steps.
+MICRO = {
+    "name": "micro", "seed": 0,
+    "data": {"source": "sim", "seconds": 2.0, "sim_windows": 16, "val_sim_windows": 4},
+    "model": {
+        "vae": {"channels": [16, 24, 32], "aux_hidden": 16, "kl_anneal_steps": 4},
+        "cond": {"dim": 32, "text_trainable_layers": 0, "graph_hidden": 32, "label_embed_dim": 8},
+        "unet": {"channels": [32, 48], "attention_levels": [1], "heads": 2, "cond_dim": 32,
+                 "time_embed_dim": 32, "emb_dim": 64, "dropout": 0.0},
+        "diffusion": {"steps": 4},
+    },
+    "vae": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "checkpoint_every": 3},
+    "ldm": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "checkpoint_every": 3,
+            "latent_scale_batches": 1},
+    "finetune": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9, "checkpoint_every": 3},
+}
+STEPS = {"vae": 8, "ldm": 8, "finetune": 4}
+STEPS_PER_EPOCH = 4
+MR = {"murmur": "present", "timing": "holosystolic", "shape": "plateau", "grade": 3, "pitch": "high",
+      "quality": "blowing", "location": "MV", "radiation": "axilla", "heart_rate": 90.0}
+
+
+def _toml(d: dict, table: str = "") -> str:
+    """The few TOML forms MICRO needs (JSON spells numbers, strings and lists the same way)."""
+    lines = [f"[{table}]"] if table and any(not isinstance(v, dict) for v in d.values()) else []
+    lines += [f"{k} = {json.dumps(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    lines += [_toml(v, f"{table}.{k}" if table else k) for k, v in d.items() if isinstance(v, dict)]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, **changes: dict) -> Path:
+    """MICRO with `changes` (table -> {key: value}) written to `path` as TOML."""
+    cfg = copy.deepcopy(MICRO)
+    for table, values in changes.items():
+        cfg[table].update(values)
+    path.write_text(_toml(cfg))
+    return path
+
+
+def train_cli(*args) -> int:
+    """`python -m hldm train ...` in this process (its exit code), on CPU."""
+    from hldm.cli import main
+
+    return main(["train", *map(str, args), "--device", "cpu"])
+
+
+def one_thread_env() -> dict:
+    # The same intra-op thread count as this process (set_num_threads(1) below), so that
+    # float reductions, hence the weights, are the same in a child process.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(directory / "model.safetensors")
+
+
+def assert_bit_identical(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, f"{len(differ)} tensors differ between {a} and {b}, e.g. {differ[:3]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted micro run of all three stages through the CLI: the baseline of the resume tests."""
+    root = tmp_path_factory.mktemp("reference")
+    out = root / "run"
+    assert train_cli("--stage", "all", "--config", write_config(root / "micro.toml"), "--out", out) == 0
+    return out
+
+
+def test_micro_run_trains_three_stages_and_exports_a_loadable_model_with_card(reference):
+    from hldm.pipeline import HLDMPipeline
+
+    for stage, steps in STEPS.items():
+        d = reference / stage
+        index = read_index(d)
+        assert index["step"] == steps and index["meta"]["completed"]
+        rows = read_metrics(d / "metrics.csv")
+        assert sorted({r["step"] for r in rows if r["split"] == "train"}) == list(range(1, steps + 1))
+        epoch_ends = list(range(STEPS_PER_EPOCH, steps + 1, STEPS_PER_EPOCH))
+        val = [r for r in rows if r["split"] == "val" and r["metric"] == "loss"]
+        assert [r["step"] for r in val] == epoch_ends and all(math.isfinite(r["value"]) for r in val)
+        events = list((d / "tb").glob("events.out.tfevents.*"))
+        assert len(events) == 1
+        tb = EventAccumulator(str(events[0])).Reload()
+        assert [e.step for e in tb.Scalars("val/loss")] == epoch_ends
+        assert [e.value for e in tb.Scalars("val/loss")] == pytest.approx([r["value"] for r in val])
+
+    model = reference / "model"
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in model.iterdir()}
+    assert_bit_identical(model, reference / "finetune" / "final")  # the last stage's EMA weights
+    card = (model / "README.md").read_text()
+    assert "## Data" in card and "0 real + 16 simulated (2 s each)" in card
+    for stage, steps in STEPS.items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {stage} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[1]) == steps
+        assert cells[4].split()[-1] in ("s", "min", "h")  # wall time
+        assert all(math.isfinite(float(c)) for c in cells[5:7])  # final train and val loss
+    assert "Total wall time: " in card
+
+    g = HLDMPipeline.from_pretrained(model, device="cpu").generate(MR, seed=0, steps=3, seconds=2.0)
+    assert g.seconds == pytest.approx(2.0, abs=0.05)
+    assert np.isfinite(g.audio).all() and np.abs(g.audio).max() > 0
+
+
+def test_stop_after_then_resume_continues_at_that_step_and_matches_the_uninterrupted_run(reference, tmp_path,
+                                                                                           capsys):
+    out = tmp_path / "run"
+    run = ("--stage", "all", "--config", write_config(tmp_path / "micro.toml"), "--out", out)
+    assert train_cli(*run, "--stop-after", 5) == 3  # vae stops at 5 of 8
+    assert read_index(out / "vae")["step"] == 5 and not (out / "ldm").exists()
+    capsys.readouterr()
+    assert train_cli(*run, "--resume", "--stop-after", 3) == 3  # vae 5 -> 8, ldm stops at 3 of 8
+    assert "[vae] resumed at step 5/8" in capsys.readouterr().out
+    assert read_index(out / "ldm")["step"] == 3
+    assert train_cli(*run, "--resume") == 0
+    log = capsys.readouterr().out
+    assert "[vae] already complete at step 8" in log and "[ldm] resumed at step 3/8" in log
+
+    # Stage 1 is bit-identical to the uninterrupted run: same batches, same draws, same weights.
+    assert_bit_identical(out / "vae" / "final", reference / "vae" / "final")
+    assert read_metrics(out / "vae" / "metrics.csv") == read_metrics(reference / "vae" / "metrics.csv")
+    # Stages 2-3 agree to float rounding only: the text encoder's embedding cache starts empty in a
+    # resumed process, and an embedding computed in another batch can differ in the last bit.
+    for stage in ("ldm", "finetune"):
+        got, want = read_metrics(out / stage / "metrics.csv"), read_metrics(reference / stage / "metrics.csv")
+        assert [(r["step"], r["split"], r["metric"]) for r in got] == [(r["step"], r["split"], r["metric"])
+                                                                      for r in want]
+        np.testing.assert_allclose([r["value"] for r in got], [r["value"] for r in want], rtol=1e-4, atol=1e-6)
+        wg, ww = weights(out / stage / "final"), weights(reference / stage / "final")
+        for k in ww:
+            torch.testing.assert_close(wg[k], ww[k], rtol=0, atol=5e-3, msg=lambda m, k=k: f"{stage} {k}: {m}")
+    assert_bit_identical(out / "model", out / "finetune" / "final")
+
+
+def test_kill_9_mid_stage_then_resume_continues_at_the_checkpointed_step(reference, tmp_path, capsys):
+    cfg, out = write_config(tmp_path / "micro.toml"), tmp_path / "run"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "hldm", "train", "--stage", "vae", "--config", str(cfg),
+                                 "--out", str(out), "--device", "cpu"],
+                                cwd=REPO, env=one_thread_env(), stdout=f, stderr=subprocess.STDOUT)
+    index = out / "vae" / "checkpoint.json"
+    deadline = time.monotonic() + 600
+    try:
+        while not index.is_file():  # the first checkpoint: step 3 of 8
+            assert proc.poll() is None, f"the trainer exited before its first checkpoint:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    k = read_index(out / "vae")["step"]
+    assert 0 < k < STEPS["vae"], f"killed at step {k}: the stage was already finished, nothing to resume"
+
+    assert train_cli("--stage", "vae", "--config", cfg, "--out", out, "--resume") == 0
+    assert f"[vae] resumed at step {k}/{STEPS['vae']}" in capsys.readouterr().out
+    # The rows the killed process logged past its checkpoint were replaced, not duplicated.
+    assert read_metrics(out / "vae" / "metrics.csv") == read_metrics(reference / "vae" / "metrics.csv")
+    tb = EventAccumulator(str(out / "vae" / "tb")).Reload()  # both processes' event files, purged at k
+    assert [e.step for e in tb.Scalars("train/loss")] == list(range(1, STEPS["vae"] + 1))
+    assert_bit_identical(out / "vae" / "final", reference / "vae" / "final")
+    assert [p.name for p in (out / "vae").glob("*.safetensors")] == [f"checkpoint-{STEPS['vae']:08d}.safetensors"]
+    assert not list((out / "vae").glob(".*.tmp"))
+
+
+def test_resume_refuses_a_changed_config_a_corrupt_checkpoint_and_a_silent_overwrite(tmp_path, capsys):
+    cfg, out = write_config(tmp_path / "micro.toml"), tmp_path / "run"
+    assert train_cli("--stage", "vae", "--config", cfg, "--out", out, "--stop-after", 1) == 3
+    capsys.readouterr()
+
+    changed = write_config(tmp_path / "changed.toml", vae={"lr": 1e-3}, data={"sim_windows": 20})
+    assert train_cli("--stage", "vae", "--config", changed, "--out", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "vae.lr: checkpoint 0.002, now 0.001" in err and "data.sim_windows: checkpoint 16, now 20" in err
+
+    assert train_cli("--stage", "vae", "--config", cfg, "--out", out) == 2  # without --resume
+    assert "pass --resume" in capsys.readouterr().err
+
+    tensors = next((out / "vae").glob("checkpoint-*.safetensors"))
+    blob = bytearray(tensors.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    tensors.write_bytes(bytes(blob))
+    assert train_cli("--stage", "vae", "--config", cfg, "--out", out, "--resume") == 2
+    assert f"{tensors.name} is corrupt" in capsys.readouterr().err
+    assert read_index(out / "vae")["step"] == 1
+
+
+DDP_WORKER = """
+import sys
+
+from safetensors.torch import save_file
+
+import hldm.train.distributed as D
+from hldm.train.cli import main
+
+check = D.assert_in_sync
+
+
+def keep_weights(model, info):
+    # Each rank's live weights at the end of the stage, for the test to compare; then the trainer's own check.
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+              f"{sys.argv[1]}/rank{info.rank}.safetensors")
+    check(model, info)
+
+
+D.assert_in_sync = keep_weights
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_keep_identical_weights_and_rank0_writes_the_checkpoint(tmp_path, capsys):
+    cfg, out = write_config(tmp_path / "micro.toml"), tmp_path / "run"
+    worker = tmp_path / "ddp_worker.py"
+    worker.write_text(DDP_WORKER)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(tmp_path), "--stage", "vae", "--config", str(cfg), "--out", str(out),
+                           "--device", "cpu"],
+                          cwd=REPO, env=one_thread_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout
+
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    steps = (MICRO["data"]["sim_windows"] // 2) // MICRO["vae"]["batch_size"] * MICRO["vae"]["epochs"]  # 4
+    state = load_state(out / "vae")
+    assert state.step == steps and state.meta["run"]["world_size"] == 2
+    assert all(torch.equal(state.model[k], rank0[k]) for k in rank0)  # written by rank 0, from its weights
+    assert len(state.rng) == 2 and not torch.equal(state.rng[0]["torch"], state.rng[1]["torch"])
+    rows = read_metrics(out / "vae" / "metrics.csv")  # one writer: no row twice
+    assert len(rows) == len({(r["step"], r["split"], r["metric"]) for r in rows})
+    assert len(list((out / "vae" / "tb").glob("events.out.tfevents.*"))) == 1
+
+    # The checkpoint holds 2 processes' state: one process cannot resume it.
+    assert train_cli("--stage", "vae", "--config", cfg, "--out", out, "--resume") == 2
+    assert "world_size: checkpoint 2, now 1" in capsys.readouterr().err

@@ -21,10 +21,22 @@ FIELDS = ("step", "epoch", "split", "metric", "value")
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Rows of a metrics.csv, values as float, step/epoch as int."""
+    """Rows of a metrics.csv, values as float, step/epoch as int.
+
+    A row cut short (a kill -9 while it was being written, always past the last
+    checkpoint) is skipped, so a resume can still read the file.
+    """
     with open(path, newline="") as f:
-        return [{"step": int(r["step"]), "epoch": int(r["epoch"]), "split": r["split"],
-                 "metric": r["metric"], "value": float(r["value"])} for r in csv.DictReader(f)]
+        rows = [_parse_row(r) for r in csv.DictReader(f)]
+    return [r for r in rows if r is not None]
+
+
+def _parse_row(r: dict) -> dict | None:
+    try:
+        return {"step": int(r["step"]), "epoch": int(r["epoch"]), "split": r["split"],
+                "metric": r["metric"], "value": float(r["value"])} if None not in r.values() else None
+    except ValueError:  # a number cut short
+        return None
 
 
 class MetricsLogger:
@@ -40,7 +52,9 @@ class MetricsLogger:
         self._csv = csv.writer(self._file)
         if new:
             self._csv.writerow(FIELDS)
-        self._tb = SummaryWriter(str(Path(stage_dir) / "tb"), purge_step=resume_step if resume_step else None)
+        # TensorBoard hides earlier events with step >= purge_step: those a killed run logged past the
+        # checkpoint (all of them when it had none); steps start at 1.
+        self._tb = SummaryWriter(str(Path(stage_dir) / "tb"), purge_step=resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the last checkpoint by a run that was killed)."""

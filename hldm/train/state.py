@@ -191,6 +191,8 @@ def save_state(stage_dir: Path, state: TrainState) -> Path:
     for old in stage_dir.glob("checkpoint-*.safetensors"):
         if old.name != tensor_file.name:
             old.unlink(missing_ok=True)
+    for tmp in stage_dir.glob(".checkpoint*.tmp"):  # left by a writer killed mid-write; rank 0 is the only writer
+        tmp.unlink(missing_ok=True)
     return tensor_file
 
 

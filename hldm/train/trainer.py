@@ -20,7 +20,12 @@ to `<out>/model` with a model card.
 Exact resume: the batch order is a pure function of (seed, epoch) (a
 DistributedSampler permutation, sliced past the batches already done), the
 DataLoader draws from its own generator, and every RNG state is restored from
-the checkpoint, so "N steps, kill, resume to 2N" logs the same losses as "2N steps".
+the checkpoint, so "N steps, kill, resume to 2N" runs the same steps on the same
+batches with the same random draws as "2N steps". Stage `vae` then ends
+bit-identical (same torch thread count). Stages `ldm` and `finetune` agree to
+float rounding only: the text encoder caches prompt embeddings, and one computed
+in another batch (a resumed process starts with an empty cache) can differ in the
+last bit (tests/test_train.py checks both).
 """
 from __future__ import annotations
 
@@ -137,7 +142,7 @@ class VAEObjective(nn.Module):
             total, parts = vae.loss(batch["features"], batch["labels"], beta=float(vae.config.beta_max))
         else:
             total, parts = vae.loss(batch["features"], batch["labels"], step=step)
-        return total, {"loss": float(total), **{k: v for k, v in parts.items() if k != "total"}}
+        return total, {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
 
 
 class DiffusionObjective(nn.Module):
@@ -201,10 +206,10 @@ class DiffusionObjective(nn.Module):
 
             sub = subspace_losses(out["eps_i"], target)  # (4,)
             loss = loss + self.eps_i_weight * sub.mean()
-            parts.update({f"eps_{name}": float(v) for name, v in zip(SUBSPACES, sub)})
+            parts.update({f"eps_{name}": float(v) for name, v in zip(SUBSPACES, sub.detach())})
         if sub_w is not None:
             parts.update({f"w_{name}": float(v) for name, v in zip(("rhythm", "s1s2", "murmur", "noise"), sub_w)})
-        return loss, {"loss": float(loss), **parts}
+        return loss, {"loss": float(loss.detach()), **parts}
 
 
 def item_findings(ds: Dataset, i: int):
@@ -331,6 +336,13 @@ def stage_run_config(stage: str, cfg: TrainConfig, info: D.DistInfo) -> dict:
             "stage_config": cfg.to_dict()[stage], "world_size": info.world_size}
 
 
+def toml_keys(run_cfg: dict, stage: str) -> dict:
+    """`run_cfg` with the stage's settings under its TOML table name, so a mismatch names e.g. `ldm.lr`."""
+    d = dict(run_cfg)
+    d[stage] = d.pop("stage_config")
+    return d
+
+
 def train_stage(stage: str, cfg: TrainConfig, out: Path, data: TrainData, info: D.DistInfo, *,
                 resume: bool = False, stop_after: int | None = None, log=print) -> StageResult:
     scfg = cfg.stage(stage)
@@ -344,7 +356,8 @@ def train_stage(stage: str, cfg: TrainConfig, out: Path, data: TrainData, info: 
         if not resume:
             raise FileExistsError(f"{stage_dir} already holds a checkpoint at step {index['step']}; "
                                   f"pass --resume to continue it, or choose a new --out")
-        check_config(index["meta"]["run"], run_cfg, f"the checkpoint in {stage_dir}")
+        check_config(toml_keys(index["meta"]["run"], stage), toml_keys(run_cfg, stage),
+                     f"the checkpoint in {stage_dir}")
         if index["meta"].get("completed") and (stage_dir / "final").is_dir():
             log(f"[{stage}] already complete at step {index['step']}; skipping")
             return StageResult(stage, index["step"], index["meta"]["total_steps"], True,
