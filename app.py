@@ -1,6 +1,7 @@
 """H-LDM Studio: the clinician app (Gradio). Thin over `hldm.pipeline.HLDMPipeline`.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--checkpoint checkpoints/default]
+                  [--data-dir DIR] [--real-dir CIRCOR_FOLDER]
 
 Builds findings from the controls, calls the pipeline, draws with hldm.app_views.
 Binds to loopback by default, never creates share links, sends no telemetry.
@@ -42,6 +43,9 @@ from hldm.data.simulator import sample_findings, simulate  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT, REPO  # noqa: E402
 from hldm.pipeline import MIN_SECONDS, HLDMPipeline  # noqa: E402
 from hldm.pipeline_cli import CSV_FIELDS, _csv_row as csv_row  # noqa: E402
+from hldm.ratings.session import real_recordings  # noqa: E402
+from hldm.ratings.store import RatingsError, RatingStore, default_db_path  # noqa: E402
+from hldm.ratings.ui import build_rating_tab  # noqa: E402
 
 ASSETS = REPO / "assets"
 NO_CHECKPOINT_BANNER = "No trained checkpoint installed — running an untrained demo model (noise-like output)"
@@ -209,10 +213,9 @@ class Handlers:
         info = (f"Generated {gen.seconds:.1f} s in {elapsed:.2f} s on **{gen.device}** ({gen.sampler}, "
                 f"{gen.steps} steps, guidance {gen.guidance:g}, seed {gen.seed}). Marked: {counts['S1']} S1, "
                 f"{counts['S2']} S2, {counts['murmur']} murmur interval(s).")
-        return (_audio_out(gen.audio, gen.sr), playback_copy(gen.audio, gen.sr), spec, info, interp,
-                *self.interpretability(interp, None))
+        return _audio_out(gen.audio, gen.sr), playback_copy(gen.audio, gen.sr), spec, info, interp
 
-    # -- interpretability
+    # -- interpretability (drawn when its tab is opened: most generations never look at it)
     def interpretability(self, interp, layer):
         """w_i plot, M_cardiac of the chosen layer (default: the first), and the layer chooser's update."""
         if not interp:
@@ -236,15 +239,18 @@ class Handlers:
         *values, seed, steps, guidance, sampler, seconds = args
         f = _findings_or_raise(values)
         change = _change(attribute, new_value)
+        if getattr(f, attribute) == change[attribute]:
+            raise gr.Error(f"What-if: {attribute} is already {_show(change[attribute], attribute)}; "
+                           "pick a different value.")
         try:
             wi = self.pipeline.what_if(f, change, seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
                                        progress=_progress(progress, "sampling both"),
                                        **_sampling(seed, steps, guidance, sampler))
         except (FindingsError, ValueError) as exc:
             raise gr.Error(f"What-if not possible: {exc}") from exc
+        before, after = (_show(getattr(g.findings, attribute), attribute) for g in (wi.a, wi.b))
         img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals,
-                                      titles=(f"Before: {attribute} = {_show(getattr(wi.a.findings, attribute))}",
-                                              f"After: {attribute} = {_show(getattr(wi.b.findings, attribute))}"))
+                                      titles=(f"Before: {attribute} = {before}", f"After: {attribute} = {after}"))
         return (img, _audio_out(wi.a.audio, wi.a.sr), _audio_out(wi.b.audio, wi.b.sr),
                 _deltas_markdown(wi.changed_fields, wi.subspace_delta))
 
@@ -258,8 +264,9 @@ class Handlers:
                 raise AudioError(f"audio: {len(audio) / V.SAMPLE_RATE:.2f} s is too short; "
                                  f"at least {UPLOAD_MIN_SECONDS:g} s is needed")
         except AudioError as exc:
-            gr.Warning(str(exc))
-            return None, None, None, f"**❌ Upload refused:** {exc}"
+            msg = str(exc).replace(str(path), Path(path).name)  # the server's temp path means nothing to the user
+            gr.Warning(msg)
+            return None, None, None, f"**❌ Upload refused:** {msg}"
         spec = app_views.spectrogram_image(to_features(normalize_loudness(audio)).numpy(), (),
                                            title="Your recording")
         return (audio, _audio_out(audio, V.SAMPLE_RATE), spec,
@@ -281,7 +288,8 @@ class Handlers:
             raise gr.Error(f"Edit not possible: {exc}") from exc
         img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals,
                                       titles=("Your recording, as the model reads it",
-                                              f"Edited: {attribute} = {_show(getattr(wi.b.findings, attribute))}"))
+                                              f"Edited: {attribute} = "
+                                              f"{_show(getattr(wi.b.findings, attribute), attribute)}"))
         return img, _audio_out(wi.b.audio, wi.b.sr), _deltas_markdown(wi.changed_fields, wi.subspace_delta)
 
     # -- teaching quiz (simulator: its labels are exact, whatever the model's quality)
@@ -303,7 +311,7 @@ class Handlers:
                    "timing": (None if timing in (None, "", "none") else timing, truth["timing"]),
                    "location": (location or None, truth["location"]),
                    "condition": (condition or None, truth["condition"])}
-        rows = [f"| {k} | {_show(given)} | {_show(right)} | {'✓' if given == right else '✗'} |"
+        rows = [f"| {k} | {_show(given, k)} | {_show(right, k)} | {'✓' if given == right else '✗'} |"
                 for k, (given, right) in answers.items()]
         score = sum(given == right for given, right in answers.values())
         md = "\n".join([f"### Score: {score} / {len(answers)}", "", "| | your answer | answer | |",
@@ -403,8 +411,10 @@ def _change(attribute: str, value) -> dict:
     return {attribute: value}
 
 
-def _show(v) -> str:
-    return "—" if v is None else str(v)
+def _show(v, attribute: str | None = None) -> str:
+    if v is None:
+        return "—"
+    return V.ROMAN[int(v) - 1] if attribute == "grade" else str(v)
 
 
 def _clamp(v, lo: float, hi: float, name: str) -> float:
@@ -434,12 +444,18 @@ def load_examples() -> list[dict]:
 # ---------------------------------------------------------------- layout
 
 _audio = partial(gr.Audio, type="numpy", format="wav", interactive=False, buttons=["download"])
-_image = partial(gr.Image, type="numpy", interactive=False, buttons=["download", "fullscreen"])
+# Every figure carries its own title; Gradio's label badge would sit on top of it.
+_image = partial(gr.Image, type="numpy", interactive=False, show_label=False, buttons=["download", "fullscreen"])
 _dropdown = partial(gr.Dropdown, min_width=120)
 
-def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
-    """The whole UI over one pipeline; call `.queue(...)` / `.launch(...)` via `launch()`."""
+def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: RatingStore | None = None,
+              real=None) -> gr.Blocks:
+    """The whole UI over one pipeline; call `.queue(...)` / `.launch(...)` via `launch()`.
+
+    ratings: the Rate tab's database (default: `default_db_path()`); real: recordings mixed blind into
+    rating sessions (a CirCor-layout folder or its `real_recordings`; None: synthetic only)."""
     h = Handlers(pipeline)
+    ratings = RatingStore(default_db_path()) if ratings is None else ratings
     examples = load_examples()
     defaults = pipeline.config.diffusion  # the model's own steps / guidance / sampler
     with gr.Blocks(title="H-LDM Studio", analytics_enabled=False) as app:
@@ -478,7 +494,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
                     pregnant = gr.Checkbox(value=False, label="Pregnant", min_width=100, elem_id="pregnant")
             with gr.Column(scale=2, elem_id="prompts"):
                 l1 = gr.Textbox(label="L1 — demographics", lines=2, interactive=False, elem_id="l1")
-                l2 = gr.Textbox(label="L2 — murmur description (editable: edit, then Enter or 'Apply L2 edit')",
+                l2 = gr.Textbox(label="L2 — murmur description (editable: edit, then Shift+Enter or 'Apply L2 edit')",
                                 lines=3, elem_id="l2")
                 l3 = gr.Textbox(label="L3 — differential diagnosis (knowledge graph)", lines=2, interactive=False,
                                 elem_id="l3")
@@ -520,7 +536,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
                     wi_b = _audio(label="After", elem_id="wi_b")
                 wi_deltas = gr.Markdown(elem_id="wi_deltas")
 
-            with gr.Tab("Interpretability", id="interp"):
+            with gr.Tab("Interpretability", id="interp") as interp_tab:
                 gr.Markdown("From the last *Generate*: structured-noise weights w_i per step, the Medical "
                             "Attention mask M_cardiac, and the learned text/graph fusion weights.")
                 with gr.Row():
@@ -581,23 +597,26 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
                 ex_file = gr.File(label="ZIP", interactive=False, elem_id="export_file")
                 ex_status = gr.Markdown(elem_id="export_status")
 
-        # Wiring. Cheap UI updates bypass the queue; model calls go through it.
-        preview_out = [l1, l2, l3, status]
-        for c in controls:
-            c.change(h.preview, controls, preview_out, queue=False, show_progress="hidden",
-                     trigger_mode="always_last")
-        condition.input(h.prefill_condition, [condition, *controls], controls, queue=False)
-        example.input(h.load_example, [example, *controls], controls, queue=False)
-        for trigger in (l2.submit, apply_l2.click):
-            trigger(h.apply_l2, [l2, *controls], [*controls, status], queue=False)
-        app.load(h.preview, controls, preview_out, queue=False)
-        app.load(h.fusion, None, fusion_img, queue=False)
+            with gr.Tab("Rate", id="rate"):
+                build_rating_tab(pipeline, ratings, real_dir=real)
 
-        gen_btn.click(h.generate, [*controls, *sampling], [audio4, audio8, spec, gen_info, interp, w_img,
-                                                           attn_img, layer], api_name="generate")
-        layer.change(h.attention_layer, [interp, layer], attn_img, queue=False)
+        # Wiring. Cheap UI updates bypass the queue and stay out of the API (private); model calls go
+        # through the queue and are the public API (`gradio_client`: /generate, /what_if, ...).
+        ui = {"queue": False, "api_visibility": "private"}
+        preview_out = [l1, l2, l3, status]
+        gr.on([app.load, *(c.change for c in controls)], h.preview, controls, preview_out, show_progress="hidden",
+              trigger_mode="always_last", **ui)
+        condition.input(h.prefill_condition, [condition, *controls], controls, **ui)
+        example.input(h.load_example, [example, *controls], controls, **ui)
+        gr.on([l2.submit, apply_l2.click], h.apply_l2, [l2, *controls], [*controls, status], **ui)
+        app.load(h.fusion, None, fusion_img, **ui)
+
+        gen_btn.click(h.generate, [*controls, *sampling], [audio4, audio8, spec, gen_info, interp],
+                      api_name="generate")
+        interp_tab.select(h.interpretability, [interp, layer], [w_img, attn_img, layer], **ui)
+        layer.input(h.attention_layer, [interp, layer], attn_img, **ui)
         for attr, val in ((wi_attr, wi_value), (up_attr, up_value)):
-            attr.input(lambda a: gr.update(choices=WHAT_IF_CHOICES[a], value=None), attr, val, queue=False)
+            attr.input(lambda a: gr.update(choices=WHAT_IF_CHOICES[a], value=None), attr, val, **ui)
         wi_btn.click(h.what_if, [wi_attr, wi_value, *controls, *sampling], [wi_img, wi_a, wi_b, wi_deltas],
                      api_name="what_if")
         up_file.change(h.upload, up_file, [up_audio, up_play, up_spec, up_status], api_name="upload")
@@ -615,9 +634,11 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None) -> gr.Blocks:
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Queue with a concurrency limit, loopback by default, no share link, upload size capped."""
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    # _frontend=False skips Gradio's self-check (HEAD / with a 3 s timeout), which on a busy machine
+    # times out and then aborts asking for a share link; we never share, and the page does load.
     return app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
                       max_file_size=UPLOAD_MAX_BYTES, css_paths=[ASSETS / "app.css"], show_error=True,
-                      footer_links=[], quiet=not block)
+                      footer_links=[], quiet=not block, _frontend=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -626,12 +647,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                     help="pipeline directory (default: %(default)s)")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help=f"where the ratings database lives (default: {default_db_path().parent})")
+    ap.add_argument("--real-dir", type=Path, default=None,
+                    help="CirCor-layout folder of real recordings mixed blind into rating sessions")
     args = ap.parse_args(argv)
+    try:  # a bad ratings database or real folder stops here, before any model is loaded
+        ratings = RatingStore(default_db_path(args.data_dir))
+        real = real_recordings(args.real_dir) if args.real_dir else None
+    except RatingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     pipeline, banner = load_pipeline(args.checkpoint)
     if banner:
         print(f"WARNING: {banner} (looked in {args.checkpoint})", file=sys.stderr)
-    print(f"H-LDM Studio on http://{args.host}:{args.port}  (device: {pipeline.device})", flush=True)
-    launch(build_app(pipeline, banner), args.host, args.port)
+    print(f"H-LDM Studio on http://{args.host}:{args.port}  (device: {pipeline.device}; ratings: {ratings.path}"
+          f"{f'; {len(real)} real recordings' if real else ''})", flush=True)
+    launch(build_app(pipeline, banner, ratings, real), args.host, args.port)
     return 0
 
 

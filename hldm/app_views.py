@@ -52,7 +52,7 @@ def _extent(n_frames: int) -> list[float]:
 
 
 def _draw_spectrogram(ax, features: np.ndarray, intervals: Sequence[Interval], title: str,
-                      vmin: float | None = None, vmax: float | None = None, wrap: int = 120):
+                      vmin: float | None = None, vmax: float | None = None, wrap: int = 100):
     db = features_db(features)
     top = float(np.percentile(db, 99.5)) if vmax is None else vmax
     im = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=_extent(db.shape[1]),
@@ -96,7 +96,7 @@ def what_if_image(before: np.ndarray, after: np.ndarray,
     db_a, db_b = features_db(before), features_db(after)
     t = min(db_a.shape[1], db_b.shape[1])
     top = float(np.percentile(np.concatenate([db_a, db_b], axis=1), 99.5))
-    fig = _figure(13, 3.4, left=0.055, right=0.955, wspace=0.3)
+    fig = _figure(13, 3.4, left=0.055, right=0.94, wspace=0.3)
     ax_a, ax_b, ax_d = fig.subplots(1, 3, sharey=True)
     _draw_spectrogram(ax_a, before, intervals_before, titles[0], vmax=top, wrap=50)
     im = _draw_spectrogram(ax_b, after, intervals_after, titles[1], vmax=top, wrap=50)

@@ -25,3 +25,15 @@ def real_circor() -> Path:
     if not root.is_dir() or not any(root.glob("*.txt")):
         pytest.skip(f"real CirCor data not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """app.py on the untrained tiny model on a free loopback port, with a CirCor-layout folder of real
+    recordings for the Rate tab. One server for the browser and the load tests: starting it takes a while."""
+    from app_server import running_app
+    from fixtures_circor import make_circor
+
+    tmp = tmp_path_factory.mktemp("app")
+    with running_app(tmp, args=("--real-dir", str(make_circor(tmp / "circor")))) as url:
+        yield url

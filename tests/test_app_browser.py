@@ -1,18 +1,15 @@
 """The app in a real headless Chromium (Debian's /usr/bin/chromium via Playwright; never `playwright install`).
 
-One walk through what a clinician does: pick a condition, generate, play, run a
-what-if, upload a bad file. Screenshots land in the test's tmp dir; with
-HLDM_UPDATE_SCREENSHOTS=1 the main and what-if views are also copied to
-docs/screenshots/ for the README.
+One walk through what a clinician does, in order on one page: pick a condition, edit the L2
+prompt, generate and play, look at the interpretability views, run a what-if, upload a bad
+file; then a reader rates three blind clips (real ones mixed in from a CirCor-layout folder)
+and sees them counted in the report. The app runs the untrained tiny model (`app_url` in
+conftest.py). Screenshots land in the test's tmp dir (`scripts/screenshots.py` makes the README's).
 """
-import os
-import shutil
-import wave
+import re
 from pathlib import Path
 
 import pytest
-
-from app_server import REPO, running_app, save_tiny_pipeline
 
 pytestmark = pytest.mark.browser
 
@@ -25,13 +22,6 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (`make chromium`) to run the browser test",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
-
-
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
-    with running_app(tmp, save_tiny_pipeline(tmp / "ckpt")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -51,54 +41,88 @@ def _choose(page, elem_id: str, option: str) -> None:
     page.locator("ul[role=listbox] li", has_text=option).first.click()
 
 
+def _radio(page, elem_id: str, label: str) -> None:
+    page.locator(f"#{elem_id} label").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\b")).first.click()
+
+
+def _has_text(page, selector: str, text: str) -> None:
+    page.locator(selector).filter(has_text=text).wait_for()
+
+
+# In the page: fetch the audio element's source (an http: or blob: URL), read the WAV header's sample
+# rate and let the browser's own decoder decode it (what the player does before it can play).
+_DECODE = """async (src) => {
+    const buf = await (await fetch(src)).arrayBuffer();
+    const head = String.fromCharCode(...new Uint8Array(buf, 0, 4)) + String.fromCharCode(...new Uint8Array(buf, 8, 4));
+    const rate = new DataView(buf).getUint32(24, true);
+    const decoded = await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf.slice(0));
+    return {head, rate, seconds: decoded.duration};
+}"""
+
+
 def _wav_rate(page, selector: str) -> int:
-    """Follow the audio component's download link and read the WAV header it serves."""
-    link = page.locator(f"{selector} a[download]")
-    link.wait_for()
-    resp = page.request.get(link.get_attribute("href"))
-    assert resp.ok, resp.status
-    body = resp.body()
-    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"hldm-browser-{os.getpid()}.wav"
-    tmp.write_bytes(body)
-    try:
-        with wave.open(str(tmp)) as w:
-            assert w.getnframes() > 0
-            return w.getframerate()
-    finally:
-        tmp.unlink()
+    """The sample rate of the WAV an audio player holds, once the browser has decoded it."""
+    audio = page.locator(f"{selector} audio[src]").first
+    audio.wait_for(state="attached")
+    wav = page.evaluate(_DECODE, audio.get_attribute("src"))
+    assert wav["head"] == "RIFFWAVE" and wav["seconds"] > 0, wav
+    return wav["rate"]
 
 
 def _save(page, tmp_path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
-    if os.environ.get("HLDM_UPDATE_SCREENSHOTS") == "1":
-        out = REPO / "docs" / "screenshots"
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, out / f"{name}.png")
 
 
-def test_choose_findings_generate_and_play(page, tmp_path):
+def test_condition_prefills_and_an_edited_l2_is_parsed_back(page):
     _choose(page, "condition", "mitral regurgitation")
     page.wait_for_function("document.querySelector('#l2 textarea').value.includes('holosystolic')")
     assert "mitral" in page.input_value("#l3 textarea").lower()
+    assert page.input_value("#timing input") == "holosystolic"
+    l2 = page.input_value("#l2 textarea")
+    page.fill("#l2 textarea", l2.replace("holosystolic plateau", "early diastolic decrescendo"))
+    page.press("#l2 textarea", "Shift+Enter")
+    _has_text(page, "#status", "L2 edit not applied")  # a diastolic murmur cannot be grade III/VI
+    assert "graded out of IV" in page.inner_text("#status")
+    assert page.input_value("#timing input") == "holosystolic"  # refused: controls untouched
+    page.fill("#l2 textarea", l2.replace("III/VI", "IV/VI"))
+    page.click("#apply_l2")
+    _has_text(page, "#status", "controls updated")
+    assert page.input_value("#grade input") == "IV"
+
+
+def test_generate_and_play(page, tmp_path):
     page.fill("#steps input[type=number]", "4")
     page.click("#generate_btn")
     assert _wav_rate(page, "#audio_4k") == 4000
     assert _wav_rate(page, "#audio_8k") == 8000
     page.wait_for_selector("#spectrogram img[src]")
-    assert "Generated" in page.inner_text("#gen_info")
+    info = page.inner_text("#gen_info")
+    assert "Generated" in info and "on cpu" in info.lower() and "4 steps" in info
     _save(page, tmp_path, "main")
+
+
+def test_interpretability_views_after_generate(page):
+    page.get_by_role("tab", name="Interpretability").click()
+    for elem in ("#weights_plot", "#attn_plot", "#fusion_plot"):
+        page.wait_for_selector(f"{elem} img[src]")
+    first = page.get_attribute("#attn_plot img", "src")
+    _choose(page, "attn_layer", "mid")
+    page.wait_for_function(f"document.querySelector('#attn_plot img').src !== {first!r}")
 
 
 def test_what_if_shows_both_spectrograms_and_audios(page, tmp_path):
     page.get_by_role("tab", name="What-if").click()
+    page.click("#wi_btn")  # the default new value, grade IV, is what the L2 edit already set
+    page.get_by_text("grade is already IV").first.wait_for()
+    _choose(page, "wi_value", "II")
     page.click("#wi_btn")
     page.wait_for_selector("#wi_image img[src]")
     for elem in ("#wi_a", "#wi_b"):
         assert _wav_rate(page, elem) == 4000
-    assert "murmur" in page.inner_text("#wi_deltas")
+    deltas = page.inner_text("#wi_deltas")
+    assert "Changed findings: grade" in deltas and "murmur" in deltas
     _save(page, tmp_path, "what_if")
 
 
@@ -107,7 +131,36 @@ def test_bad_upload_is_refused_with_a_clear_message(page, tmp_path):
     fake = tmp_path / "not_audio.wav"
     fake.write_text("this is a text file, not a recording\n" * 20)
     page.set_input_files("#upload_file input[type=file]", str(fake))
-    status = page.locator("#upload_status")
-    status.filter(has_text="Upload refused").wait_for()
-    assert "WAV or FLAC" in status.inner_text()
+    _has_text(page, "#upload_status", "Upload refused")
+    status = page.inner_text("#upload_status")
+    assert "WAV or FLAC" in status and "not_audio.wav" in status and "/tmp" not in status
     _save(page, tmp_path, "upload_refused")
+
+
+def test_a_reader_rates_three_clips_and_sees_them_counted(page, tmp_path):
+    page.get_by_role("tab", name="Rate", exact=True).click()
+    page.fill("#rate_reader input", "reader-07")
+    page.click("#rate_start")
+    page.get_by_text(re.compile(r"unknown .reader-07")).first.wait_for()  # not registered: refused, with the reason
+    page.click("#rate_register")
+    _has_text(page, "#rate_status", "registered")
+    page.fill("#rate_n input[type=number]", "3")
+    page.press("#rate_n input[type=number]", "Tab")
+    page.click("#rate_start")
+    answers = [("real", "4", "present"), ("synthetic", "2", "absent"), ("real", "5", "absent")]
+    for k, (said, plausible, murmur) in enumerate(answers):
+        _has_text(page, "#rate_progress", f"Clip {k + 1} of 3")
+        assert _wav_rate(page, "#rate_audio") == 8000
+        _radio(page, "rate_said", said)
+        _radio(page, "rate_plausibility", plausible)
+        _radio(page, "rate_murmur", murmur)
+        page.click("#rate_submit")
+        _has_text(page, "#rate_status", "Answer stored")
+    _has_text(page, "#rate_progress", "complete")
+    page.get_by_text("Report from stored answers").click()
+    page.click("#rate_report_btn")
+    _has_text(page, "#rate_report", "3 answers from 1 reader(s) (reader-07)")
+    report = page.inner_text("#rate_report")
+    assert "Clinical validity" in report and "detection accuracy" in report
+    page.wait_for_selector("#rate_plot img[src]")
+    _save(page, tmp_path, "rate_report")

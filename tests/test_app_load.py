@@ -10,25 +10,17 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 import pytest
 
-from app_server import running_app, save_tiny_pipeline
-
 N_CLIENTS = 50
 BOUND_S = 180.0  # the whole burst; a hung queue fails here instead of hanging CI
 
-# A short, cheap request: mitral regurgitation, 4 DDIM steps, 2 s.
+# A short, cheap request on the tiny model: mitral regurgitation, 2 DDIM steps, 2 s. The per-request work
+# is small on purpose: the test is about the queue and the server under 50 clients, not the model.
 CONTROLS = ["mitral regurgitation", "present", 3, "holosystolic", "plateau", "high", "blowing", "MV", "axilla",
             [], 80, "adult", "male", 0, 0, False]
-SAMPLING = [0, 4, 3.0, "ddim", 2.0]
+SAMPLING = [0, 2, 3.0, "ddim", 2.0]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("load")
-    with running_app(tmp, save_tiny_pipeline(tmp / "ckpt")) as url:
-        yield url
-
-
-def test_fifty_concurrent_clients_all_succeed(app_url, tmp_path):
+def test_fifty_concurrent_clients_all_succeed(app_url):
     from gradio_client import Client
 
     start = threading.Barrier(N_CLIENTS, timeout=BOUND_S)

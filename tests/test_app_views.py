@@ -102,9 +102,30 @@ def handlers():
 
 
 def test_app_starts_on_the_untrained_model_with_a_banner_when_no_checkpoint(tmp_path):
+    from hldm.ratings.store import RatingStore
+
     pipeline, banner = app.load_pipeline(tmp_path / "empty")
     assert banner == app.NO_CHECKPOINT_BANNER
-    assert isinstance(app.build_app(pipeline, banner), gr.Blocks)
+    with RatingStore(tmp_path / "ratings.sqlite") as store:
+        demo = app.build_app(pipeline, banner, store)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    assert {"banner", "generate_btn", "wi_btn", "attn_plot", "upload_file", "quiz_new", "export_btn",
+            "rate_start", "rate_report"} <= ids
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--real-dir", "{tmp}/no-audio"], "real dir"),
+    (["--data-dir", "{tmp}/missing"], "does not exist"),
+    (["--data-dir", "{tmp}/corrupt"], "not an SQLite database"),
+])
+def test_main_refuses_a_bad_data_or_real_dir_before_loading_a_model(tmp_path, capsys, args, message):
+    (tmp_path / "no-audio").mkdir()
+    (tmp_path / "no-audio" / "123.txt").write_text("123 4 4000\n")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ratings.sqlite").write_bytes(b"not sqlite" * 100)
+    argv = ["--data-dir", str(tmp_path), *[a.format(tmp=tmp_path) for a in args]]
+    assert app.main(argv) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_every_condition_prefills_valid_findings_and_prompts(handlers):
@@ -140,14 +161,19 @@ def test_examples_all_validate(handlers):
 
 
 def test_generate_returns_4k_audio_an_8k_louder_copy_and_figures(handlers):
-    (sr4, a4), (sr8, a8), spec, info, interp, w_img, attn_img, layer = handlers.generate(
-        *MR, *FAST, progress=_NoProgress())
+    (sr4, a4), (sr8, a8), spec, info, interp = handlers.generate(*MR, *FAST, progress=_NoProgress())
     assert (sr4, sr8) == (4000, 8000) and len(a8) == 2 * len(a4) == 2 * 8000
     assert a4.dtype == a8.dtype == np.int16
-    assert _is_image(spec) and _is_image(w_img) and "cpu" in info
+    assert _is_image(spec) and "cpu" in info and "2 steps" in info and "seed 0" in info
     assert interp["weights"].shape == (2, 4)
-    if interp["attention"]:
-        assert _is_image(attn_img) and layer["value"] in interp["attention"]
+    # the Interpretability tab draws its figures when opened: w_i, the first layer's M_cardiac, the layer list
+    w_img, attn_img, layer = handlers.interpretability(interp, None)
+    assert _is_image(w_img) and _is_image(attn_img)
+    assert layer["choices"] and layer["value"] == list(interp["attention"])[0]
+    other = list(interp["attention"])[-1]
+    assert _is_image(handlers.attention_layer(interp, other))
+    assert handlers.interpretability(None, None)[:2] == (None, None)  # opened before any Generate
+    assert _is_image(handlers.fusion())
 
 
 def test_playback_copy_is_louder_8k_and_never_clips():
@@ -175,6 +201,8 @@ def test_what_if_names_the_changed_field_and_every_subspace(handlers):
     assert all(name in md for name in ("rhythm", "s1s2", "murmur", "noise"))
     with pytest.raises(gr.Error, match="grade"):  # a diastolic grade V is refused, not generated
         handlers.what_if("timing", "early-diastolic", *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
+    with pytest.raises(gr.Error, match="already III"):  # MR is grade III: nothing would change
+        handlers.what_if("grade", 3, *MR, *FAST, progress=_NoProgress())
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -196,6 +224,7 @@ def test_bad_uploads_are_refused_with_the_reason(handlers, tmp_path, content, re
         path.write_bytes(content)
     state, play, spec, status = handlers.upload(str(path))
     assert state is None and "Upload refused" in status and reason.lower() in status.lower(), status
+    assert str(tmp_path) not in status  # the server's temp path is not the user's business
 
 
 def test_upload_then_edit(handlers, tmp_path):

@@ -228,8 +228,9 @@ def _check_condition(condition: str, murmur: str, timing: str | None) -> None:
     if murmur == "present" and V.timing_phase(timing) not in profile.phases:
         phase = V.timing_phase(timing)
         fitting = tuple(c for c in V.CONDITIONS if phase in CONDITION_PROFILES[c].phases)
+        article = "an" if str(timing)[:1] in "aeiou" else "a"
         reason = ("has no murmur" if not profile.phases else
-                  f"does not produce a {timing} murmur (its murmurs are {' or '.join(profile.phases)})")
+                  f"does not produce {article} {timing} murmur (its murmurs are {' or '.join(profile.phases)})")
         raise FindingsError("condition", f"{condition!r} {reason}", fitting)
 
 

@@ -38,11 +38,11 @@ DEFAULT_CLIPS = 20
 class RatingHandlers:
     """The tab's callbacks over one generator, store and real-recording folder; plain methods for tests."""
 
-    def __init__(self, pipeline, store: RatingStore, real_dir: str | Path | None = None):
+    def __init__(self, pipeline, store: RatingStore, real_dir: str | Path | list[RealRecording] | None = None):
         self.source: SyntheticSource = as_source(pipeline)
         self.store = store
-        self.real_dir = real_dir
-        self._real: list[RealRecording] | None = None
+        self.real_dir = real_dir  # a folder, or its recordings already scanned (`real_recordings`)
+        self._real: list[RealRecording] | None = list(real_dir) if isinstance(real_dir, (list, tuple)) else None
         self._scan = threading.Lock()
 
     def real(self) -> list[RealRecording] | None:
@@ -170,14 +170,22 @@ def _bars(ax, x, props, colors, width, label=None):
     ax.bar(x, p, width, color=colors, label=label, yerr=np.vstack([p - lo, hi - p]), capsize=3)
 
 
-def build_rating_tab(pipeline, store: RatingStore, real_dir: str | Path | None = None) -> RatingHandlers:
+def _folder_name(real_dir) -> str:
+    if isinstance(real_dir, (list, tuple)):
+        return ", ".join(sorted({r.path.parent.name for r in real_dir}))
+    return Path(real_dir).name
+
+
+def build_rating_tab(pipeline, store: RatingStore,
+                     real_dir: str | Path | list[RealRecording] | None = None) -> RatingHandlers:
     """Create and wire the Rate tab's components inside an open `gr.Blocks()` / `gr.Tab` context.
 
     pipeline: the app's HLDMPipeline (or a session.SyntheticSource, e.g. the simulator);
-    real_dir: a CirCor-layout folder of real recordings mixed in blind (None: synthetic only).
+    real_dir: a CirCor-layout folder of real recordings mixed in blind, or its `real_recordings`
+    (None: synthetic only).
     Returns the handlers (tests call them directly)."""
     h = RatingHandlers(pipeline, store, real_dir)
-    mix = (f"about half synthetic, half real recordings from `{Path(real_dir).name}`" if real_dir
+    mix = (f"about half synthetic, half real recordings from `{_folder_name(real_dir)}`" if real_dir
            else "synthetic clips only (start the app with a real-recordings folder to mix real ones in)")
     gr.Markdown("Blind reading session: each clip is 4-10 s, level-matched, " + mix + ". For each clip say "
                 "whether it is real or synthetic, how clinically plausible it sounds (1-5) and what you hear. "
@@ -213,7 +221,7 @@ def build_rating_tab(pipeline, store: RatingStore, real_dir: str | Path | None =
             report_btn = gr.Button("Refresh report", size="sm", elem_id="rate_report_btn")
             csv_btn = gr.Button("Export CSV", size="sm", elem_id="rate_csv_btn")
         report_md = gr.Markdown(elem_id="rate_report")
-        report_img = gr.Image(type="numpy", interactive=False, label="Report", elem_id="rate_plot")
+        report_img = gr.Image(type="numpy", interactive=False, label="Report", show_label=False, elem_id="rate_plot")
         csv_file = gr.File(label="answers.csv", interactive=False, elem_id="rate_csv")
 
     form = [said, plausibility, murmur, timing, grade, location]
