@@ -19,10 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
-from torch.utils.data import ConcatDataset
 
 from hldm.clinical.vocabulary import Findings
-from hldm.eval.harness import ClipDataset, ClipSet, generate_clips, read, requested_values
+from hldm.eval.harness import ClipSet, concat, generate_clips, read, requested_values
 from hldm.models.evaluator import EvaluatorConfig
 
 HEADS = ("timing", "grade")
@@ -93,9 +92,9 @@ def run(pipe, train: ClipSet, test: ClipSet, seeds: Sequence[int] = (0, 1, 2), s
     results = {h: {"baseline": {"overall": [], "rare": []}, "augmented": {"overall": [], "rare": []}} for h in heads}
     for seed in seeds:
         for arm in ("baseline", "augmented"):
-            data = [ClipDataset(train)] + ([ClipDataset(synthetic)] if arm == "augmented" and synthetic else [])
-            model = train_evaluator(ConcatDataset(data), steps=steps, seed=seed, cfg=cfg, progress=False,
-                                    batch_size=min(batch_size, sum(len(d) for d in data)))
+            data = concat([train, synthetic], "augmented") if arm == "augmented" and synthetic else train
+            model = train_evaluator(data.audio, data.findings, steps=steps, seed=seed, cfg=cfg, progress=False,
+                                    batch_size=batch_size)
             for h in heads:
                 overall, rare_acc = _accuracy(model, test, h, rare[h])
                 results[h][arm]["overall"].append(overall)
@@ -104,7 +103,8 @@ def run(pipe, train: ClipSet, test: ClipSet, seeds: Sequence[int] = (0, 1, 2), s
     for h in heads:
         summary[h] = {"rare_classes": [str(v) for v in rare[h]],
                       "n_test_rare": sum(v in rare[h] for v in class_values(test.findings, h)),
-                      **{arm: {k: {"per_seed": vals, "mean_ci": mean_ci([x for x in vals if np.isfinite(x)] or [np.nan])}
+                      **{arm: {k: {"per_seed": vals,
+                                   "mean_ci": mean_ci([x for x in vals if np.isfinite(x)] or [np.nan])}
                                for k, vals in results[h][arm].items()} for arm in ("baseline", "augmented")}}
     return {"heads": summary, "seeds": list(seeds), "steps": steps, "n_train": len(train),
             "n_synthetic": len(synthetic) if synthetic else 0, "n_test": len(test), "source": train.source}

@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from hldm.audio.features import normalize_loudness, to_features
-from hldm.clinical.prompts import build_prompts
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
 from hldm.eval import metrics as M
 from hldm.models.evaluator import HEAD_CLASSES, IGNORE, PCGEvaluator, decode_predictions, finding_targets
@@ -55,7 +52,9 @@ class ClipSet:
     def features(self) -> torch.Tensor:
         """(N, 129, T) log-STFT features of the loudness-normalised audio."""
         if self._features is None:
-            self._features = torch.stack([to_features(normalize_loudness(a)) for a in self.audio])
+            from hldm.eval.evaluator_training import clip_features
+
+            self._features = clip_features(self.audio)
         return self._features
 
     def subset(self, idx: Sequence[int], name: str | None = None) -> "ClipSet":
@@ -64,6 +63,13 @@ class ClipSet:
         return ClipSet(name or self.name, [self.audio[i] for i in idx], [self.findings[i] for i in idx],
                        [self.groups[i] for i in idx], self.source, pick(self.weights), pick(self.latents),
                        self.seconds_per_clip)
+
+
+def concat(sets: Sequence[ClipSet], name: str) -> ClipSet:
+    """One set of several (e.g. real + simulator training clips); generation-only fields are dropped."""
+    sources = {c.source for c in sets}
+    return ClipSet(name, [a for c in sets for a in c.audio], [f for c in sets for f in c.findings],
+                   [g for c in sets for g in c.groups], sources.pop() if len(sources) == 1 else "mixed")
 
 
 def playable(f: Findings) -> Findings:
@@ -82,13 +88,16 @@ def circor_available(root=None) -> bool:
 
 
 def real_clips(split: str = "test", n: int = 64, seconds: float = 4.0, seed: int = 0,
-               max_per_patient: int = 4) -> ClipSet:
-    """Up to `n` non-overlapping windows of `split` patients (murmur status known), spread over patients.
+               max_per_patient: int = 4, spacing_s: float | None = None) -> ClipSet:
+    """Up to `n` windows of `split` patients (murmur status known), spread over patients.
 
-    Falls back to simulator clips (source "sim", two clips per pseudo-patient) when CirCor is absent.
+    Windows start on S1 onsets at least `spacing_s` apart (default `seconds`: non-overlapping).
+    Falls back to simulator clips (source "sim", two clips per pseudo-patient, half without a murmur
+    as the held-out sets have both) when CirCor is absent.
     """
     if not circor_available():
-        return simulated_clips(n, seconds, seed=seed + {"train": 0, "val": 1, "test": 2}.get(split, 3))
+        return simulated_clips(n, seconds, seed=seed + {"train": 0, "val": 1, "test": 2}.get(split, 3),
+                               normal_share=0.5)
     from hldm.data.circor import load_circor, load_or_make_split
     from hldm.data.windows import CirCorWindows
     from hldm.paths import circor_dir
@@ -96,7 +105,7 @@ def real_clips(split: str = "test", n: int = 64, seconds: float = 4.0, seed: int
     index = load_circor(circor_dir())
     split_ids = load_or_make_split(index)[split]
     recs = [r for r in index.recordings_of(split_ids) if r.murmur_status != "unknown"]
-    ds = CirCorWindows(recs, seconds=seconds, min_spacing_s=seconds)
+    ds = CirCorWindows(recs, seconds=seconds, min_spacing_s=seconds if spacing_s is None else spacing_s)
     rng = np.random.default_rng(seed)
     by_patient: dict[str, list[int]] = {}
     for i, (r, _) in enumerate(ds.windows):
@@ -123,14 +132,21 @@ def real_clips(split: str = "test", n: int = 64, seconds: float = 4.0, seed: int
 
 
 def simulated_clips(n: int, seconds: float = 4.0, seed: int = 0, findings: Sequence[Findings] | None = None,
-                    per_group: int = 2) -> ClipSet:
-    """Simulator clips (random coherent findings unless given), `per_group` per pseudo-patient."""
+                    per_group: int = 2, normal_share: float = 0.0) -> ClipSet:
+    """Simulator clips (random coherent findings unless given), `per_group` per pseudo-patient.
+
+    normal_share: the share of random findings drawn as "normal" (no murmur) on top of the simulator's
+    uniform draw over the 17 conditions, in which murmurs dominate (16 of 17 conditions carry one).
+    """
     from hldm.data.simulator import sample_findings, simulate
 
     rng = np.random.default_rng(seed)
     audio, fs, groups = [], [], []
     for i in range(n):
-        f = findings[i % len(findings)] if findings else sample_findings(rng)
+        if findings:
+            f = findings[i % len(findings)]
+        else:
+            f = sample_findings(rng, "normal" if rng.random() < normal_share else None)
         sim = simulate(f, seconds=seconds, seed=int(rng.integers(2**31)))
         audio.append(np.asarray(sim.audio, np.float32))
         fs.append(sim.findings)
@@ -196,25 +212,6 @@ def requested_values(findings: Sequence[Findings], heads: Sequence[str] = CF_HEA
     """Per head, the class value each finding set asks for (None where it says nothing)."""
     rows = [finding_targets(f) for f in findings]
     return {h: [None if r[h] == IGNORE else HEAD_CLASSES[h][r[h]] for r in rows] for h in heads}
-
-
-class ClipDataset(Dataset):
-    """A ClipSet as WindowItems (hldm.data.windows), for the evaluator's training and scoring loops."""
-
-    def __init__(self, clips: ClipSet):
-        self.clips = clips
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> dict:
-        from hldm.data.windows import factor_labels
-
-        feat = self.clips.features()[i]  # (129, T)
-        f = self.clips.findings[i]
-        labels = factor_labels(f, True, float(f.heart_rate), np.zeros(feat.shape[-1], np.float32), math.nan)
-        return {"features": feat, "findings": f, "prompts": build_prompts(playable(f)), "labels": labels,
-                "source": self.clips.source}
 
 
 # ----------------------------------------------------------------------------- one metrics row

@@ -71,6 +71,13 @@ class Settings:
                    sweep_ddpm=False)
 
 
+def floor_name(source: str) -> str:
+    """The table's first own row: two patient-disjoint halves of the reference set."""
+    if source == "circor":
+        return "real vs real floor (two disjoint halves of held-out patients)"
+    return "reference floor: SIMULATOR vs simulator (no real data)"
+
+
 def _fmt(v, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -99,14 +106,17 @@ def get_evaluator(path: Path | None, settings: Settings, out: Path, log):
 
     for candidate in ([path] if path else [REPO / "checkpoints" / "evaluator"]):
         if candidate and (candidate / "model.safetensors").is_file():
-            return load_evaluator(candidate), f"{candidate}"
+            info = json.loads((candidate / "config.json").read_text())
+            return load_evaluator(candidate), (f"`{candidate}`: trained {info.get('steps', '?')} steps on "
+                                               f"{info.get('trained_on', '?')} (held-out scores on its model card)")
     if path:
         raise FileNotFoundError(f"--evaluator {path}: no evaluator checkpoint there (model.safetensors)")
     log(f"no trained evaluator found; training one for {settings.evaluator_steps} steps")
     data, desc = training_data(settings.seconds, n_sim=max(256, 8 * settings.n_real),
-                               max_real=50 * settings.evaluator_steps, seed=settings.seed)
+                               max_real=16 * settings.evaluator_steps, seed=settings.seed)
     cfg = EvaluatorConfig(channels=(32, 64, 64), emb_dim=64) if settings.evaluator_steps < 500 else None
-    model = train_evaluator(data, steps=settings.evaluator_steps, seed=settings.seed, cfg=cfg, progress=False)
+    model = train_evaluator(data.audio, data.findings, steps=settings.evaluator_steps, seed=settings.seed,
+                            cfg=cfg, progress=False)
     save_evaluator(out / "evaluator", model, {"trained_on": desc, "steps": settings.evaluator_steps})
     return model, f"trained for this report ({settings.evaluator_steps} steps on {desc}); saved in evaluator/"
 
@@ -122,8 +132,8 @@ def evaluator_accuracy(evaluator, real: H.ClipSet, settings: Settings) -> dict:
         if f.murmur == "present" and f.grade >= 4:
             loud.append(f)
     sim = H.simulated_clips(len(loud), settings.seconds, seed=settings.seed + 7, findings=loud)
-    return {"real": attribute_accuracy(evaluator, H.ClipDataset(real)),
-            "sim_grade_4_6": attribute_accuracy(evaluator, H.ClipDataset(sim)),
+    return {"real": attribute_accuracy(evaluator, real.audio, real.findings),
+            "sim_grade_4_6": attribute_accuracy(evaluator, sim.audio, sim.findings),
             "n_real": len(real), "n_sim": len(sim)}
 
 
@@ -195,9 +205,10 @@ def render_markdown(ctx: dict) -> str:
             f"- device: {ctx['device']}; generated {ctx['date']}; wall time {ctx['wall_min']:.1f} min", ""]
     # 1. evaluator
     acc = ctx["evaluator_accuracy"]
+    reference = "real (CirCor test split)" if ctx["real_source"] == "circor" else "SIMULATOR reference"
     heads = sorted(set(acc["real"]) | set(acc["sim_grade_4_6"]))
     out += ["## 1. The evaluator (our FAD/IS/CF listener)", "", NOT_VGGISH, "",
-            _table(["attribute", f"held-out real accuracy (n={acc['n_real']})",
+            _table(["attribute", f"held-out {reference} accuracy (n={acc['n_real']})",
                     f"simulator grades IV-VI (n={acc['n_sim']})"],
                    [[h, acc["real"].get(h), acc["sim_grade_4_6"].get(h)] for h in heads]),
             "", "Attributes missing from a column have no labels there (CirCor gives no diagnosis: the "
@@ -207,11 +218,13 @@ def render_markdown(ctx: dict) -> str:
     for name, row in ctx["rows"].items():
         rows.append([name] + (["not trained"] * len(COLUMNS) if row is None else [row.get(c) for c in COLUMNS]))
     out += ["## 2. Metrics (ours unless marked THEIRS)", "",
-            "Reference set: real half A. Each model generates one clip per clip of real half B, with B's "
-            "findings; the floor row is real half B itself. "
+            f"Reference set: {'real' if ctx['real_source'] == 'circor' else 'SIMULATOR (no real data)'} half A. "
+            "Each model generates one clip per clip of half B, with B's findings; the floor row is half B "
+            "itself. "
             + ", ".join(f"{c} lower is better" for c in sorted(LOWER_IS_BETTER)) + "; the rest higher. "
             "AD from one-attribute what-if edits; PDS over latent subspaces vs requested factors; SNPA = "
-            "AUC of w_murmur for murmur present vs absent.", "",
+            "AUC of w_murmur for murmur present vs absent. CMMD is an unbiased MMD^2 (x1000): it can dip "
+            "below 0 when two sets match.", "",
             _table(["model"] + list(COLUMNS), rows), "", "![metric bars](metric_bars.png)", ""]
     sweep = ctx["sweep"]
     out += ["### Sampler / step sweep (H-LDM)", "",
@@ -225,12 +238,13 @@ def render_markdown(ctx: dict) -> str:
                 ""]
     # 3. counterfactual
     cf = ctx["counterfactual"]
+    edited = "recordings" if cf["real_source"] == "circor" else "SIMULATOR clips (no real data)"
     out += ["## 3. Counterfactual (what-if)", "",
             f"{cf['n_bases']} base findings x {cf['n_seeds']} seeds; per base: the grade swept over its Levine "
             "range, one timing edit (same phase), one location edit, each from the same initial noise. "
             "Murmur-band energy = power in the murmur's pitch band over 20-800 Hz (dB); onsets from an "
             "envelope detector on the audio; heart rate from the envelope's autocorrelation. The encoded "
-            f"real rows edit held-out recordings ({cf['real_source']}) with pipe.edit (SDEdit, strength 0.5); "
+            f"real rows edit held-out {edited} with pipe.edit (SDEdit, strength 0.5); "
             "the simulator rows are the known answer.", ""]
     table = []
     for label, key in (("generated", "generated"), ("encoded real + edit", "real_edit"), ("simulator", "simulator")):
@@ -253,8 +267,9 @@ def render_markdown(ctx: dict) -> str:
     # 4. augmentation
     aug = ctx["augmentation"]
     out += ["## 4. Augmentation (paper: +11.3 %)", "",
-            f"Evaluator trained {aug['steps']} steps per arm and seed on {aug['n_train']} real training-split "
-            f"clips ({aug['source']}), with vs without {aug['n_synthetic']} H-LDM clips of the rare classes; "
+            f"Evaluator trained {aug['steps']} steps per arm and seed on {aug['n_train']} "
+            f"{'real training-split' if aug['source'] == 'circor' else 'SIMULATOR (no real data)'} "
+            f"clips, with vs without {aug['n_synthetic']} H-LDM clips of the rare classes; "
             f"tested on {aug['n_test']} held-out clips; mean +/- 95 % CI over seeds {aug['seeds']}. CirCor has "
             "no diagnosis labels, so the classifier studied is the evaluator's timing and grade heads.", ""]
     arows = []
@@ -356,33 +371,37 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
                quick: bool = False, name: str = "report", checkpoint: str = "?", log=print) -> Path:
     """Every section, in order; writes report.md, metrics.json and the figures into `out`."""
     start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        log(f"[{time.perf_counter() - start:6.0f} s] {msg}")
+
     out.mkdir(parents=True, exist_ok=True)
-    log("held-out real clips ...")
+    say("held-out real clips ...")
     real = H.real_clips("test", n=settings.n_real, seconds=settings.seconds, seed=settings.seed)
     if real.source != "circor":
-        log("WARNING: CirCor not found: simulator clips stand in for real patients")
-    evaluator, evaluator_desc = get_evaluator(evaluator_path, settings, out, log)
-    log("evaluator accuracy ...")
+        say("WARNING: CirCor not found: simulator clips stand in for real patients")
+    evaluator, evaluator_desc = get_evaluator(evaluator_path, settings, out, say)
+    say("evaluator accuracy ...")
     accuracy = evaluator_accuracy(evaluator, real, settings)
     half_a, half_b = H.split_halves(real, settings.seed)
     read_a, read_b = H.read(evaluator, half_a), H.read(evaluator, half_b)
     floor_pairs = [(half_a.audio[j], b) for j, b in zip(H.pair_by_findings(half_b.findings, half_a.findings),
                                                            half_b.audio)]
-    rows: dict[str, dict | None] = {"real vs real floor (two disjoint halves)":
+    rows: dict[str, dict | None] = {floor_name(real.source):
                                     H.quality_row(half_a, read_a, half_b, read_b, floor_pairs)}
-    log("H-LDM metrics ...")
+    say("H-LDM metrics ...")
     rows["H-LDM (ours)"] = model_row(pipe, evaluator, half_a, read_a, half_b, settings, ad_series=0)
     placed = {}
     for label, p in others.items():
         flags = tuple(sorted(p.config.ablations))
         row_name = f"{EXPECTED_ROWS.get(flags, label)} [{label}]"
         placed[flags] = True
-        log(f"{label} metrics ...")
+        say(f"{label} metrics ...")
         rows[row_name] = model_row(p, evaluator, half_a, read_a, half_b, settings, ad_series=settings.ad_series)
     for flags, row_name in EXPECTED_ROWS.items():
         if flags not in placed:
             rows[row_name] = None
-    log("sampler sweep ...")
+    say("sampler sweep ...")
     sweep = {}
     for sampler, steps in SWEEP:
         key = f"{sampler}-{steps}"
@@ -390,17 +409,17 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
             sweep[key] = None
             continue
         sweep[key] = model_row(pipe, evaluator, half_a, read_a, half_b, settings, sampler=sampler, steps=steps)
-    log("counterfactual ...")
+    say("counterfactual ...")
     cf = counterfactual_section(pipe, evaluator, real, settings)
     rows["H-LDM (ours)"]["AD"] = cf["generated"].summary["AD"]
-    log("augmentation ...")
+    say("augmentation ...")
     from hldm.eval import augmentation
 
     train = H.real_clips("train", n=settings.aug_train, seconds=settings.seconds, seed=settings.seed)
     aug = augmentation.run(pipe, train, real, seeds=range(settings.seed, settings.seed + settings.aug_seeds),
                            steps=settings.aug_steps, per_class=settings.aug_per_class, seconds=settings.seconds,
                            cfg=evaluator.cfg)
-    log("figures ...")
+    say("figures ...")
     from hldm.clinical.knowledge_graph import default_graph
     from hldm.clinical.vocabulary import CONDITIONS
 
@@ -410,7 +429,8 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
     figures.spectrogram_grid(out / "conditions.png", [(c, g.audio) for c, g in zip(conds, grid)])
     first = [c for c in cf["generated"].clips if c.series == 0 and c.kind == "grade"]
     figures.grade_sweep(out / "grade_sweep.png",
-                        {k: cf[k].summary["grade"]["band_db_by_grade"] for k in ("generated", "real_edit", "simulator")},
+                        {k: cf[k].summary["grade"]["band_db_by_grade"]
+                         for k in ("generated", "real_edit", "simulator")},
                         [(f"grade {c.findings.grade}", c.audio) for c in first[::max(1, len(first) // 3)]])
     figures.metric_bars(out / "metric_bars.png", {k: v for k, v in rows.items() if v is not None})
     ctx = {"name": name, "checkpoint": checkpoint, "ablations": ", ".join(pipe.config.ablations) or "full model",

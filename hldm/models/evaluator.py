@@ -53,9 +53,11 @@ def decode_predictions(logits: dict[str, torch.Tensor]) -> dict[str, list]:
 
 @dataclass
 class EvaluatorConfig:
-    n_bins: int = 129
-    channels: tuple[int, ...] = (64, 128, 128)
-    emb_dim: int = 128
+    # The lowest n_bins of the 129 STFT bins are heard: 65 = 0-1 kHz, where S1/S2 and every murmur
+    # pitch band (50-600 Hz) live; above it is mostly noise, and dropping it halves the first layer.
+    n_bins: int = 65
+    channels: tuple[int, ...] = (32, 64, 96)
+    emb_dim: int = 96
     dropout: float = 0.1
     heads: dict[str, int] = field(default_factory=lambda: {k: len(v) for k, v in HEAD_CLASSES.items()})
 
@@ -72,7 +74,7 @@ class EvaluatorConfig:
 
 
 class PCGEvaluator(nn.Module):
-    """(B, 129, T) log-STFT features -> embedding (B, emb_dim) and per-head logits."""
+    """(B, 129, T) log-STFT features -> embedding (B, emb_dim) and per-head logits (first n_bins heard)."""
 
     def __init__(self, cfg: EvaluatorConfig):
         super().__init__()
@@ -89,7 +91,7 @@ class PCGEvaluator(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(cfg.emb_dim, k) for name, k in cfg.heads.items()})
 
     def embedding(self, feat: torch.Tensor) -> torch.Tensor:
-        h = self.body(feat)  # (B, C, T / 8)
+        h = self.body(feat[:, : self.cfg.n_bins])  # (B, C, T / 8)
         pooled = torch.cat([h.mean(-1), h.amax(-1)], dim=1)  # (B, 2C)
         return self.embed(pooled)  # (B, emb_dim)
 
