@@ -256,8 +256,10 @@ class Handlers:
 
     # -- upload your own recording
     def upload(self, path):
+        """A user's recording -> (file box, state audio, player, spectrogram, status). A refused file is
+        taken out of the file box, so the next one can be dropped straight in."""
         if not path:
-            return None, None, None, "Upload a WAV or FLAC recording."
+            return None, None, None, None, "Upload a WAV or FLAC recording."
         try:
             audio = load_audio(path, max_seconds=UPLOAD_MAX_SECONDS, max_bytes=UPLOAD_MAX_BYTES)
             if len(audio) < UPLOAD_MIN_SECONDS * V.SAMPLE_RATE:
@@ -266,10 +268,10 @@ class Handlers:
         except AudioError as exc:
             msg = str(exc).replace(str(path), Path(path).name)  # the server's temp path means nothing to the user
             gr.Warning(msg)
-            return None, None, None, f"**❌ Upload refused:** {msg}"
+            return None, None, None, None, f"**❌ Upload refused:** {msg}"
         spec = app_views.spectrogram_image(to_features(normalize_loudness(audio)).numpy(), (),
                                            title="Your recording")
-        return (audio, _audio_out(audio, V.SAMPLE_RATE), spec,
+        return (gr.update(), audio, _audio_out(audio, V.SAMPLE_RATE), spec,
                 f"✓ Loaded {len(audio) / V.SAMPLE_RATE:.1f} s at {V.SAMPLE_RATE} Hz. Set the findings above to "
                 "describe it, pick a change, press *Edit*.")
 
@@ -619,7 +621,10 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
             attr.input(lambda a: gr.update(choices=WHAT_IF_CHOICES[a], value=None), attr, val, **ui)
         wi_btn.click(h.what_if, [wi_attr, wi_value, *controls, *sampling], [wi_img, wi_a, wi_b, wi_deltas],
                      api_name="what_if")
-        up_file.change(h.upload, up_file, [up_audio, up_play, up_spec, up_status], api_name="upload")
+        # .upload, not .change: clearing a refused file from the box must not answer itself
+        up_file.upload(h.upload, up_file, [up_file, up_audio, up_play, up_spec, up_status], api_name="upload")
+        up_file.clear(lambda: (None, None, None, "Upload a WAV or FLAC recording."), None,
+                      [up_audio, up_play, up_spec, up_status], **ui)
         up_btn.click(h.edit_upload, [up_audio, up_attr, up_value, *controls, seed, steps, guidance, sampler, up_strength],
                      [up_img, up_edited, up_deltas], api_name="edit")
         quiz_btn.click(h.quiz_new, quiz_counter, [quiz_case, quiz_counter, quiz_audio, q_spec, q_result],

@@ -58,6 +58,7 @@ def _draw_spectrogram(ax, features: np.ndarray, intervals: Sequence[Interval], t
     im = ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=_extent(db.shape[1]),
                    vmin=top - 60.0 if vmin is None else vmin, vmax=top, interpolation="nearest")
     _mark_intervals(ax, intervals)
+    ax.set_xlim(*_extent(db.shape[1])[:2])  # a mark running past the clip's end must not widen the axis
     ax.set_ylim(0, MAX_HZ)
     ax.set_title(textwrap.fill(title, wrap), fontsize=10)
     ax.set_xlabel("time (s)")

@@ -9,7 +9,9 @@ conftest.py). Screenshots land in the test's tmp dir (`scripts/screenshots.py` m
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 pytestmark = pytest.mark.browser
 
@@ -135,6 +137,10 @@ def test_bad_upload_is_refused_with_a_clear_message(page, tmp_path):
     status = page.inner_text("#upload_status")
     assert "WAV or FLAC" in status and "not_audio.wav" in status and "/tmp" not in status
     _save(page, tmp_path, "upload_refused")
+    silent = tmp_path / "silent.flac"  # the refused file left the box: the next one goes straight in
+    sf.write(silent, np.zeros(8000, dtype=np.float32), 4000)
+    page.set_input_files("#upload_file input[type=file]", str(silent))
+    _has_text(page, "#upload_status", "silent.flac is silent")
 
 
 def test_a_reader_rates_three_clips_and_sees_them_counted(page, tmp_path):

@@ -222,8 +222,9 @@ def test_bad_uploads_are_refused_with_the_reason(handlers, tmp_path, content, re
         sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(4000 * (app.UPLOAD_MAX_SECONDS + 1))), 4000)
     else:
         path.write_bytes(content)
-    state, play, spec, status = handlers.upload(str(path))
-    assert state is None and "Upload refused" in status and reason.lower() in status.lower(), status
+    box, state, play, spec, status = handlers.upload(str(path))
+    assert box is None and state is None  # a refused file leaves the box, ready for the next
+    assert "Upload refused" in status and reason.lower() in status.lower(), status
     assert str(tmp_path) not in status  # the server's temp path is not the user's business
 
 
@@ -231,7 +232,7 @@ def test_upload_then_edit(handlers, tmp_path):
     path = tmp_path / "pcg.wav"
     rng = np.random.default_rng(0)
     sf.write(path, (rng.normal(0, 0.05, 8000) * np.sin(np.linspace(0, 12, 8000)) ** 8).astype(np.float32), 4000)
-    audio, play, spec, status = handlers.upload(str(path))
+    box, audio, play, spec, status = handlers.upload(str(path))
     assert status.startswith("✓") and _is_image(spec)
     img, (sr, edited), md = handlers.edit_upload(audio, "grade", 4, *MR, 0, 2, 2.0, "ddim", 0.5,
                                                  progress=_NoProgress())

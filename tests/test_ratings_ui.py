@@ -52,6 +52,14 @@ def test_rate_three_clips_and_see_them_counted(tab):
     assert tab.export_csv().endswith("ratings.csv")
 
 
+def test_study_seed_blank_draws_fresh_clips_a_number_repeats_them(tab):
+    tab.register("a")
+    seeds = [tab.store.session(tab.start("a", 2, seed, True)[0]["session"]).seed for seed in ("", " ", "12", 12)]
+    assert seeds[0] != seeds[1] and seeds[2:] == [12, 12]
+    with pytest.raises(gr.Error, match="study seed: '-3' is not a whole number"):
+        tab.start("a", 2, "-3", True)
+
+
 def test_tiny_pipeline_as_generator():
     from hldm.models.hldm import HLDMConfig
     from hldm.pipeline import HLDMPipeline

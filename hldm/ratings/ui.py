@@ -67,7 +67,7 @@ class RatingHandlers:
         try:
             reader = self.store.reader(name).name
             n = int(n_clips)
-            seed = None if seed in (None, "") else int(seed)
+            seed = _study_seed(seed)
             if new_session:
                 session, resumed = start_session(self.store, reader, n, self.source, self.real(), seed), False
             else:
@@ -127,6 +127,16 @@ class RatingHandlers:
             raise gr.Error("No answers stored yet.")
         out = Path(tempfile.mkdtemp(prefix="hldm-ratings-")) / "ratings.csv"
         return str(write_csv(rows, out))
+
+
+def _study_seed(v) -> int | None:
+    """The study seed box: blank -> None (fresh clips), else a whole number >= 0."""
+    text = "" if v is None else str(v).strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise RatingsError(f"study seed: {text!r} is not a whole number >= 0; leave it blank for fresh clips")
+    return int(text)
 
 
 def _opt(v):
@@ -197,8 +207,8 @@ def build_rating_tab(pipeline, store: RatingStore,
         reader = gr.Textbox(label="Reader (name or code)", max_lines=1, elem_id="rate_reader")
         register = gr.Button("Register reader", size="sm", elem_id="rate_register")
         n_clips = gr.Slider(1, MAX_CLIPS, value=DEFAULT_CLIPS, step=1, label="Clips per session", elem_id="rate_n")
-        seed = gr.Number(value=None, precision=0, minimum=0, label="Study seed (empty = fresh clips)",
-                         elem_id="rate_seed")
+        # a Textbox, not a Number: Gradio shows an empty Number as 0, and 0 is a seed like any other
+        seed = gr.Textbox(value="", max_lines=1, label="Study seed (blank = fresh clips)", elem_id="rate_seed")
         new_session = gr.Checkbox(value=False, label="New session even if one is unfinished", elem_id="rate_new")
     start = gr.Button("Start or resume", variant="primary", elem_id="rate_start")
     progress = gr.Markdown(elem_id="rate_progress")
