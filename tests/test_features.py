@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from hldm.audio.features import (FRAMES_PER_SECOND, HOP, N_BINS, TARGET_RMS, invert, n_frames,
-                                 n_samples, normalize_loudness, spectral_convergence,
+from hldm.audio.features import (FRAMES_PER_SECOND, HOP, N_BINS, TARGET_RMS, features_to_magnitude, invert,
+                                 n_frames, n_samples, normalize_loudness, spectral_convergence,
                                  log_spectral_distance, to_features)
 
 
@@ -62,3 +62,23 @@ def test_inversion_is_deterministic_under_seed():
     a, b = invert(feat, n_iter=8, seed=3), invert(feat, n_iter=8, seed=3)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, invert(feat, n_iter=8, seed=4))
+
+
+def test_inversion_is_librosa_griffin_lim():
+    import librosa
+
+    feat = to_features(_pcg_like(1.0))
+    mag = features_to_magnitude(feat)
+    ref = librosa.griffinlim(np.concatenate([mag, mag[:, -1:]], axis=-1), n_iter=8, hop_length=HOP, n_fft=256,
+                             window="hann", center=True, length=4000, random_state=np.random.RandomState(3))
+    assert np.abs(invert(feat, n_iter=8, seed=3) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_batched_inversion_with_a_seed_per_clip_equals_single_calls():
+    feat = to_features(np.stack([_pcg_like(1.0, 0), _pcg_like(1.0, 1)]))  # (2, 129, 125)
+    both = invert(feat, n_iter=4, seed=[5, 6])
+    assert both.shape == (2, 4000)
+    for k, s in enumerate((5, 6)):
+        assert np.allclose(both[k], invert(feat[k], n_iter=4, seed=s), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="seed"):
+        invert(feat, n_iter=1, seed=[1, 2, 3])
