@@ -71,3 +71,35 @@ def test_relative_bias_is_sparse():
     b = att.bias(12, torch.tensor([4.0]))[0, 0]
     offset = (torch.arange(12)[None] - torch.arange(12)[:, None]).abs()
     assert torch.all(b[offset <= 3] == 1.0) and torch.all(b[offset > 3] == 0.0)
+
+
+def _reference_attention(att: MedicalAttention, x: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d) + M_cardiac) V written out, heads split as (3, H, d) over the qkv channels."""
+    B, C, L = x.shape
+    d = C // att.heads
+    q, k, v = att.qkv(att.norm(x)).reshape(B, 3, att.heads, d, L).unbind(1)  # (B, H, d, L) each
+    scores = q.transpose(-1, -2) @ k / d ** 0.5 + att.bias(L, period)  # (B, H, L, L)
+    h = torch.softmax(scores, dim=-1) @ v.transpose(-1, -2)  # (B, H, L, d)
+    return x + att.proj(h.transpose(-1, -2).reshape(B, C, L))
+
+
+def test_sampling_reuses_the_bias_until_period_or_weights_change():
+    torch.manual_seed(0)
+    att = MedicalAttention(16, heads=2)
+    x = torch.randn(2, 16, 30)
+    p5, p9 = torch.tensor([5.0, 5.0]), torch.tensor([9.0, 9.0])
+    with torch.inference_mode():
+        y, _ = att(x, p5)
+        first = att._reuse[1]
+        assert torch.allclose(y, _reference_attention(att, x, p5), atol=1e-5)
+        assert torch.equal(att(x, p5)[0], y) and att._reuse[1] is first  # same period: reused
+        y9, _ = att(x, p9)
+        assert att._reuse[1] is not first and torch.allclose(y9, _reference_attention(att, x, p9), atol=1e-5)
+    with torch.no_grad():
+        att.rel_bias.add_(0.5)  # a weight update (optimizer step, load_state_dict, EMA copy)
+        y9b, _ = att(x, p9)
+        assert torch.allclose(y9b, _reference_attention(att, x, p9), atol=1e-5) and not torch.allclose(y9b, y9)
+    reused = att._reuse
+    y, _ = att(x, p9)  # with gradients: built afresh, and the bias parameters get their gradient
+    y.square().mean().backward()
+    assert att._reuse is reused and att.rel_bias.grad.abs().sum() > 0
