@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,10 @@ class Generation:
     weights (n_steps, 4) are w_i(c) of the structured-noise head at each sampling step
     (SUBSPACES order); attention maps each Medical Attention layer to its M_cardiac
     (L', L') at the last step; intervals come from the VAE's S1/S2 head on the latent
-    and the requested murmur timing.
+    and the requested murmur timing. timings / cpu_timings: wall seconds and process CPU
+    seconds (all threads) of each stage (STAGES) of the call that made this clip, shared
+    by every clip of a batched call; other processes on the cores inflate the first far
+    more than the second.
     """
 
     audio: np.ndarray  # (N,) float32
@@ -72,6 +76,8 @@ class Generation:
     steps: int
     guidance: float
     device: str
+    timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -134,6 +140,27 @@ def intervals_from_s1s2(prob: np.ndarray, frame_seconds: float, timing: str | No
             span = end - start
             out.append(((start + lo * span) * frame_seconds, (start + hi * span) * frame_seconds, "murmur"))
     return sorted(out)
+
+
+# Stages of a generation call, in order (Generation.timings).
+STAGES = ("condition", "denoise", "decode", "invert")
+
+
+class _StageClock:
+    """Wall and CPU time per stage; on CUDA it waits for queued kernels so each stage is charged its own work."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._last = (time.perf_counter(), time.process_time())
+
+    def lap(self, stage: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = (time.perf_counter(), time.process_time())
+        self.wall[stage], self.cpu[stage] = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
 
 
 def default_device() -> str:
@@ -281,12 +308,14 @@ class HLDMPipeline:
              progress: Progress | None = None, init: torch.Tensor | None = None,
              strength: float = 1.0) -> list[Generation]:
         steps, guidance, sampler, n_feat = self._settings(steps, guidance, sampler, seconds)
+        clock = _StageClock(self.device)
         m, dcfg = self.model, self.config.diffusion
         B = len(items)
         findings, prompts = [f for f, _ in items], [p for _, p in items]
         gens = cpu_generators(seeds, B)
         x_T = initial_noise((B, self.config.vae.latent_channels, m.vae.latent_length(n_feat)), gens, self.device)
         c, hr = m.condition(findings, prompts)  # (B, D), (B,)
+        clock.lap("condition")
         weights, last_attn = [], []
         n_run = max(1, round(steps * strength)) if init is not None else steps
 
@@ -299,21 +328,27 @@ class HLDMPipeline:
         z0 = sample(m.denoise, x_T, {"c": c, "hr": hr}, {"c": m.cond.null(B), "hr": hr}, sampler=sampler,
                     steps=steps, guidance=guidance, callback=record, generators=gens,
                     prediction_type=dcfg.prediction_type, n_train=dcfg.n_train, init=init, strength=strength)
+        clock.lap("denoise")
         latent = z0 / dcfg.latent_scale  # (B, 16, L)
-        feat = m.vae.decode(latent, n_feat).float().cpu()  # (B, 129, T)
+        feat = m.vae.decode(latent, n_feat).float()  # (B, 129, T)
         s1s2 = m.vae.predict_s1s2(latent).float().cpu().numpy()  # (B, L)
+        clock.lap("decode")
+        audio = invert(feat, seed=seeds)  # (B, N): the whole batch at once, on the model's device
+        clock.lap("invert")
+        feat = feat.cpu()
         w = torch.stack(weights, dim=1).numpy()  # (B, n_steps, 4)
         names = m.attention_names()
         frame_s = self.config.vae.time_downsample / FRAMES_PER_SECOND
         out = []
         for k, (f, p) in enumerate(items):
             out.append(Generation(
-                audio=invert(feat[k], seed=seeds[k]), sr=SAMPLE_RATE, features=feat[k].numpy(),
+                audio=audio[k], sr=SAMPLE_RATE, features=feat[k].numpy(),
                 latent=latent[k].float().cpu().numpy(), weights=w[k],
                 attention={name: a[k].float().cpu().numpy() for name, a in zip(names, last_attn)},
                 prompts=p, findings=f,
                 intervals=intervals_from_s1s2(s1s2[k], frame_s, f.timing if f.murmur == "present" else None),
-                seed=seeds[k], sampler=sampler, steps=steps, guidance=guidance, device=str(self.device)))
+                seed=seeds[k], sampler=sampler, steps=steps, guidance=guidance, device=str(self.device),
+                timings=dict(clock.wall), cpu_timings=dict(clock.cpu)))
         return out
 
 
@@ -327,4 +362,4 @@ def subspace_delta(za: np.ndarray, zb: np.ndarray) -> dict[str, float]:
     return out
 
 
-__all__ = ["FindingsError", "Generation", "HLDMPipeline", "WhatIf", "intervals_from_s1s2", "subspace_delta"]
+__all__ = ["STAGES", "FindingsError", "Generation", "HLDMPipeline", "WhatIf", "intervals_from_s1s2", "subspace_delta"]
