@@ -145,9 +145,11 @@ def matmul_rate(device: torch.device, seconds: float, n: int = 1024, dtype=torch
 
 
 def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of fn(); attention through SDPA's unfused kernel, the one FlopCounterMode can count."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
@@ -354,10 +356,13 @@ def run_bench(pipe, settings: BenchSettings, source: str = "", log: Callable[[st
 def targets(report: dict) -> list[dict]:
     on_cpu = report["machine"]["device"] == "cpu"
     lat, wif = report["latency"], report["what_if"]
-    # key -> (wall-clock figure, the same figure from process CPU time: what an idle machine would approach)
-    measured = {"cpu_clip_s": (lat["total_s"], lat["cpu_total_s"]) if on_cpu else (None, None),
-                "cpu_rtf": (lat["rtf"], lat["seconds_of_audio"] / lat["cpu_total_s"]) if on_cpu else (None, None),
-                "what_if_s": (wif["total_s"], wif["cpu_total_s"]),
+    threads = report["machine"]["torch_threads"]
+    # key -> (wall-clock figure, the same from CPU time / threads: what idle cores would approach with
+    # perfect scaling over the threads; on a loaded machine the nearer estimate)
+    measured = {"cpu_clip_s": (lat["total_s"], lat["cpu_total_s"] / threads) if on_cpu else (None, None),
+                "cpu_rtf": (lat["rtf"], lat["seconds_of_audio"] * threads / lat["cpu_total_s"]) if on_cpu
+                else (None, None),
+                "what_if_s": (wif["total_s"], wif["cpu_total_s"] / threads),
                 "rss_gb": (report["memory"]["peak_rss_gb_one_clip"], None),
                 "gpu_clips_per_s": (report["gpu"].get("best_clips_per_s"), None)}
     rows = []
@@ -365,7 +370,7 @@ def targets(report: dict) -> list[dict]:
         value, from_cpu = measured[key]
         met = None if value is None else (value >= goal if higher else value <= goal)
         rows.append({"key": key, "target": what, "goal": goal, "direction": ">=" if higher else "<=", "unit": unit,
-                     "measured": value, "from_cpu_time": from_cpu, "met": met})
+                     "measured": value, "cpu_per_thread": from_cpu, "met": met})
     return rows
 
 
@@ -377,8 +382,8 @@ def render(report: dict) -> str:
     lines = [f"H-LDM bench: {report['model']['source']}",
              f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
              f"device {m['device']}; load average {m['load_average'][0]:.2f} -> {m['load_average_end'][0]:.2f}"
-             + ("  (loaded: other processes share the cores, timings are inflated)"
-                if m["load_average"][0] > 0.5 else ""),
+             + ("  (busy machine: wall times are inflated; compare the CPU columns)"
+                if m["load_average"][0] > 1.0 else ""),
              "parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in report["model"]["parameters"].items())
              + ("" if report["model"]["load_s"] is None else f"; loaded in {report['model']['load_s']:.2f} s"),
              "",
@@ -422,12 +427,13 @@ def render(report: dict) -> str:
                          f"{r['clips_per_s']:8.1f} clips/s  first call {r['first_call_s']:6.2f} s  {peak}")
         if "compile_error" in g:
             lines.append(f"  torch.compile failed: {g['compile_error']}")
-    lines += ["", "targets (measured, not asserted; 'from CPU time' is what an idle machine would approach):"]
+    lines += ["", "targets (measured wall clock, not asserted; 'CPU/thread': CPU time / torch threads, which idle "
+                  "cores would approach):"]
     for t in report["targets"]:
         value = "not measured" if t["measured"] is None else f"{t['measured']:.3g} {t['unit']}"
         verdict = "" if t["met"] is None else ("met" if t["met"] else "MISSED")
         goal = f"{t['direction']} {t['goal']:g} {t['unit']}"
-        cpu = "" if t["from_cpu_time"] is None else f"(from CPU time {t['from_cpu_time']:.3g})"
+        cpu = "" if t["cpu_per_thread"] is None else f"(CPU/thread {t['cpu_per_thread']:.3g})"
         lines.append(f"  {t['target']:48s} goal {goal:18s} measured {value:16s} {verdict:6s} {cpu}")
     return "\n".join(lines)
 
