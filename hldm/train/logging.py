@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -54,7 +55,9 @@ class MetricsLogger:
             self._csv.writerow(FIELDS)
         # TensorBoard hides earlier events with step >= purge_step: those a killed run logged past the
         # checkpoint (all of them when it had none); steps start at 1.
-        self._tb = SummaryWriter(str(Path(stage_dir) / "tb"), purge_step=resume_step + 1)
+        tb_dir = Path(stage_dir) / "tb"
+        _wait_past_event_files(tb_dir)
+        self._tb = SummaryWriter(str(tb_dir), purge_step=resume_step + 1)
 
     def _truncate_after(self, step: int) -> None:
         """Drop rows past `step` (written after the last checkpoint by a run that was killed)."""
@@ -82,3 +85,20 @@ class MetricsLogger:
         if self.enabled:
             self._file.close()
             self._tb.close()
+
+
+def _wait_past_event_files(tb_dir: Path) -> None:
+    """Sleep until the clock's second is past the newest event file's.
+
+    TensorBoard reads a directory's event files in name order, and a name is
+    events.out.tfevents.<unix second>.<host>.<pid>...: a resume started within the
+    killed run's second would sort by pid and could be read first, and then its purge
+    marker would drop the wrong steps.
+    """
+    stamps = [int(p.name.split(".")[3]) for p in tb_dir.glob("events.out.tfevents.*")
+              if p.name.split(".")[3].isdigit()]
+    if stamps:
+        delay = max(stamps) + 1 - time.time()
+        if delay > 0:
+            time.sleep(delay)
+
