@@ -147,8 +147,8 @@ def test_clamp_x0_only_touches_blown_up_predictions():
             t = torch.full((SHAPE[0],), t_val)
             z_t = q_sample(z0, t, noise, abar)
             exact = point_mass_denoiser(pred, abar)(z_t, t, z0)["eps"]
-            kept = clamp_x0(exact, z_t, t, abar, 12.0, pred)
+            kept, _ = clamp_x0(exact, z_t, t, abar, 12.0, pred)
             assert torch.allclose(kept, exact, atol=1e-3)
-            blown = clamp_x0(exact + 0.05, z_t, t, abar, 12.0, pred)
+            blown, _ = clamp_x0(exact + 0.05, z_t, t, abar, 12.0, pred)
             x0 = predict_x0(blown, z_t, t, abar, pred)
             assert x0.abs().max() <= 12.0 + 1e-3

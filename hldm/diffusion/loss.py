@@ -55,19 +55,20 @@ def predict_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alph
 
 
 def clamp_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
-             limit: float, prediction_type: str = "epsilon") -> torch.Tensor:
-    """The model output re-expressed so that its implied clean latent lies in [-limit, limit]. (B, C, L).
+             limit: float, prediction_type: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
+    """(model output, clean latent) with the implied clean latent clamped to [-limit, limit]. Each (B, C, L).
 
-    Near t = T the cosine schedule's alpha_bar is ~1e-8, so an epsilon error of 0.01
-    implies an x0 off by ~100: unclamped, the first sampler step throws the latent far
+    Near t = T the cosine schedule's alpha_bar is ~2e-9, so an epsilon error of 0.01
+    implies an x0 off by ~200: unclamped, a sampler step there throws the latent far
     outside anything the decoder has seen. Scaled latents have unit variance, so a clamp
-    at a few sigma only touches such blown-up predictions (diffusers' clip_sample, for
-    every sampler and both parameterisations).
+    many sigma out only touches such blown-up predictions (diffusers' clip_sample, for
+    every sampler and both parameterisations). The clamped x0 is returned too: it is the
+    samplers' "denoised", so they need not derive it again.
     """
     a, s = _coef(alphas_cumprod, t, z_t)
     x0 = predict_x0(model_out, z_t, t, alphas_cumprod, prediction_type).clamp(-limit, limit)
     eps = (z_t - a * x0) / s
-    return eps if prediction_type == "epsilon" else a * eps - s * x0
+    return (eps if prediction_type == "epsilon" else a * eps - s * x0), x0
 
 
 def _subspace_to_channels(weights: torch.Tensor, channels: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hldm.diffusion.loss import clamp_x0, predict_x0
+from hldm.diffusion.loss import clamp_x0
 from hldm.diffusion.schedules import make_scheduler
 
 # Scaled latents have unit variance overall (latent_scale; the murmur subspace ~2.2 in the cpu
@@ -81,9 +81,7 @@ def _run(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor, call
     for i, t in enumerate(timesteps):
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         out = model(x, t_batch)
-        out["eps"] = clamp_x0(out["eps"], x, t_batch, abar, X0_LIMIT, pred)
-        if callback is not None:
-            denoised = predict_x0(out["eps"], x, t_batch, abar, pred)
+        out["eps"], denoised = clamp_x0(out["eps"], x, t_batch, abar, X0_LIMIT, pred)
         x = scheduler.step(out["eps"], t, x, **step_kwargs).prev_sample
         if callback is not None:
             callback({"x": x, "i": i, "t": int(t), "w": out["w"], "attn": out.get("attn", []),
