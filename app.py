@@ -184,13 +184,16 @@ class Handlers:
         return out
 
     def apply_l2(self, l2_text, *values):
-        """Parse an edited L2 back into findings; refusals leave the controls as they were."""
+        """Parse an edited L2 back into findings -> (controls..., l1, l2, l3, status); the prompts are
+        rebuilt here, not by a preview event, so this status is the one the user sees. Refusals leave the
+        controls and the edited text as they were."""
         try:
             f = findings_from_prompt(l2_text, findings_from_controls(*values))
         except (FindingsError, ValueError) as exc:
             gr.Warning(f"L2 edit not applied: {exc}")
-            return [gr.update()] * len(CONTROL_FIELDS) + [f"**⚠ L2 edit not applied:** {exc}"]
-        return controls_from_findings(f) + ["✓ L2 edit parsed and validated; controls updated."]
+            return [gr.update()] * (len(CONTROL_FIELDS) + 3) + [f"**⚠ L2 edit not applied:** {exc}"]
+        p = build_prompts(f)
+        return controls_from_findings(f) + [p.l1, p.l2, p.l3, "✓ L2 edit parsed and validated; controls updated."]
 
     def load_example(self, name, *values):
         ex = {e["name"]: e["findings"] for e in load_examples()}.get(name)
@@ -606,11 +609,13 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
         # through the queue and are the public API (`gradio_client`: /generate, /what_if, ...).
         ui = {"queue": False, "api_visibility": "private"}
         preview_out = [l1, l2, l3, status]
-        gr.on([app.load, *(c.change for c in controls)], h.preview, controls, preview_out, show_progress="hidden",
-              trigger_mode="always_last", **ui)
-        condition.input(h.prefill_condition, [condition, *controls], controls, **ui)
-        example.input(h.load_example, [example, *controls], controls, **ui)
-        gr.on([l2.submit, apply_l2.click], h.apply_l2, [l2, *controls], [*controls, status], **ui)
+        # .input (user edits), not .change: a .change preview would also fire after apply_l2 sets the
+        # controls and overwrite its status; programmatic fills chain the preview explicitly instead.
+        preview = {"fn": h.preview, "inputs": controls, "outputs": preview_out, "show_progress": "hidden", **ui}
+        gr.on([app.load, *(c.input for c in controls if c is not condition)], trigger_mode="always_last", **preview)
+        condition.input(h.prefill_condition, [condition, *controls], controls, **ui).then(**preview)
+        example.input(h.load_example, [example, *controls], controls, **ui).then(**preview)
+        gr.on([l2.submit, apply_l2.click], h.apply_l2, [l2, *controls], [*controls, *preview_out], **ui)
         app.load(h.fusion, None, fusion_img, **ui)
 
         gen_btn.click(h.generate, [*controls, *sampling], [audio4, audio8, spec, gen_info, interp],

@@ -92,6 +92,9 @@ def test_condition_prefills_and_an_edited_l2_is_parsed_back(page):
     page.click("#apply_l2")
     _has_text(page, "#status", "controls updated")
     assert page.input_value("#grade input") == "IV"
+    _choose(page, "pitch", "low")  # a user's own control edit refreshes the preview
+    page.wait_for_function("document.querySelector('#l2 textarea').value.includes('low-pitched')")
+    _has_text(page, "#status", "Findings valid")
 
 
 def test_generate_and_play(page, tmp_path):
