@@ -543,7 +543,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
 
             with gr.Tab("Interpretability", id="interp") as interp_tab:
                 gr.Markdown("From the last *Generate*: structured-noise weights w_i per step, the Medical "
-                            "Attention mask M_cardiac, and the learned text/graph fusion weights.")
+                            "Attention mask M_cardiac, and the learned text/graph/attribute fusion weights.")
                 with gr.Row():
                     w_img = _image(label="w_i over sampling steps", scale=3, elem_id="weights_plot")
                     fusion_img = _image(label="Fusion weights", scale=1, elem_id="fusion_plot")

@@ -149,12 +149,12 @@ def attention_image(mask: np.ndarray, layer: str | int = 0, step: int | None = N
 
 
 def fusion_image(weights: Mapping[str, float]) -> np.ndarray:
-    """Learned fusion weights (e.g. {"text": l1, "graph": l2}) as a bar chart."""
+    """Learned fusion weights (e.g. {"text": l1, "graph": l2, "attributes": l3}) as a bar chart."""
     names, values = list(weights), [float(v) for v in weights.values()]
     fig = _figure(3.6, 3.0, left=0.16, bottom=0.1)
     ax = fig.add_subplot()
     bars = ax.bar(names, values, color=["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"][: len(names)])
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_title("Text / graph fusion weights", fontsize=10)
+    ax.set_title("Condition fusion weights", fontsize=10)
     return _to_image(fig)

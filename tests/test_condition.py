@@ -52,7 +52,8 @@ def test_gradients_reach_trainable_parts_only(clinical):
     c, _ = cond(FINDINGS, PROMPTS)
     (c * torch.randn_like(c)).sum().backward()
     trainable = dict(cond.named_parameters())
-    for name in ("lambda_text", "lambda_graph", "text_proj.weight", "graph_encoder.conv1.lin_l.weight",
+    for name in ("lambda_text", "lambda_graph", "lambda_attributes", "attributes.embeddings.grade.weight",
+                 "text_proj.weight", "graph_encoder.conv1.lin_l.weight",
                  "graph_encoder.conv2.lin_r.weight", "text.top.0.output.dense.weight"):
         assert trainable[name].grad is not None and trainable[name].grad.abs().sum() > 0, name
     assert all(p.grad is None and not p.requires_grad for p in cond.text.frozen.parameters())
@@ -125,7 +126,24 @@ def test_drop_mask_gives_the_null_embedding_and_keeps_heart_rate(clinical):
 
 
 def test_fusion_weights_are_the_learned_scalars(clinical):
-    assert clinical.fusion_weights() == {"text": 1.0, "graph": 0.5}
+    assert clinical.fusion_weights() == {"text": 1.0, "graph": 0.5, "attributes": 1.0}
+    paper = ClinicalConditioner(ConditionConfig(dim=DIM, graph_hidden=16, attributes_init=None), clinical.graph)
+    assert paper.fusion_weights() == {"text": 1.0, "graph": 0.5}
+    assert not any(k.startswith("attributes.") for k in paper.state_dict())
+
+
+def test_the_attribute_source_separates_grades_that_text_and_graph_barely_tell_apart(clinical):
+    def grade_distance(cond) -> float:
+        f = [FINDINGS[1].with_(grade=1), FINDINGS[1].with_(grade=6)]
+        c, _ = cond.eval()(f)
+        return float(torch.cosine_similarity(c[0], c[1], dim=0))
+
+    torch.manual_seed(0)
+    paper = ClinicalConditioner(ConditionConfig(dim=DIM, graph_hidden=16, attributes_init=None), clinical.graph)
+    torch.manual_seed(0)
+    ours = ClinicalConditioner(ConditionConfig(dim=DIM, graph_hidden=16), clinical.graph)
+    assert grade_distance(paper) > 0.98  # the grade is one token of a long sentence and one node feature
+    assert grade_distance(ours) < grade_distance(paper) - 0.05
 
 
 def test_bad_batches_are_refused(clinical):
@@ -172,7 +190,7 @@ def test_label_conditioner_shapes_gradients_and_dropout():
     assert torch.cdist(c, c).fill_diagonal_(1.0).min() > 1e-3
     assert torch.equal(cond(FINDINGS)[0], c)  # labels only: prompts are not needed
     c.sum().backward()
-    assert cond.embeddings["grade"].weight.grad.abs().sum() > 0
+    assert cond.attributes.embeddings["grade"].weight.grad.abs().sum() > 0
     drop = torch.tensor([False, True, False, False])
     c_drop, _ = cond(FINDINGS, drop_mask=drop)
     assert torch.equal(c_drop[1], cond.null(1)[0]) and torch.equal(c_drop[0], c[0])

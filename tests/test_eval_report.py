@@ -216,3 +216,15 @@ def test_rare_classes_are_those_under_the_share_and_present_in_the_test_set():
     # A value unseen in training still gets synthetic requests built on training murmurs.
     asked = A.templates_for(train, "timing", "late-systolic")
     assert asked and all(f.timing == "late-systolic" for f in asked)
+
+
+@pytest.mark.parametrize("extra, ddpm", [([], True), (["--quick"], False), (["--quick", "--ddpm"], True)])
+def test_the_sweep_keeps_ddpm_1000_unless_quick_without_ddpm(extra, ddpm):
+    args = report.build_parser().parse_args(["--checkpoint", "x", *extra])
+    assert report.settings_from_args(args).sweep_ddpm is ddpm
+
+
+@pytest.mark.parametrize("extra, message", [(["--n-clips", "4"], "--n-clips"), (["--seconds", "0.5"], "--seconds")])
+def test_bad_run_sizes_are_refused_before_any_model_loads(extra, message, capsys):
+    assert report.main(["--checkpoint", "/nonexistent", *extra]) == 2
+    assert message in capsys.readouterr().err

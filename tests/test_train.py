@@ -368,6 +368,28 @@ def test_kill_9_mid_stage_then_resume_continues_at_the_checkpointed_step(referen
     assert not list((out / "vae").glob(".*.tmp"))
 
 
+def test_stage_2_reuses_a_trained_vae_under_a_new_denoiser_but_not_a_changed_vae(reference, tmp_path, capsys):
+    import shutil
+
+    def with_model(table: str, **values) -> dict:
+        return {**MICRO["model"], table: {**MICRO["model"][table], **values}}
+
+    out = tmp_path / "run"
+    shutil.copytree(reference / "vae", out / "vae")
+    bias_only = write_config(tmp_path / "bias.toml", model=with_model("unet", scale_shift=False))
+    assert train_cli("--stage", "ldm", "--config", bias_only, "--out", out) == 0
+    vae = {k: v for k, v in weights(reference / "vae" / "final").items() if k.startswith("vae.")}
+    ldm = weights(out / "ldm" / "final")
+    assert vae and all(torch.equal(ldm[k], v) for k, v in vae.items())  # frozen, taken as trained
+    assert json.loads((out / "ldm" / "final" / "config.json").read_text())["config"]["unet"]["scale_shift"] is False
+    capsys.readouterr()
+
+    shutil.copytree(reference / "vae", tmp_path / "run2" / "vae")
+    other_vae = write_config(tmp_path / "vae.toml", model=with_model("vae", aux_hidden=8))
+    assert train_cli("--stage", "ldm", "--config", other_vae, "--out", tmp_path / "run2") == 2
+    assert "aux_hidden" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_changed_config_a_corrupt_checkpoint_and_a_silent_overwrite(tmp_path, capsys):
     cfg, out = write_config(tmp_path / "micro.toml"), tmp_path / "run"
     assert train_cli("--stage", "vae", "--config", cfg, "--out", out, "--stop-after", 1) == 3

@@ -124,3 +124,28 @@ def test_default_configs_fit_the_checkpoint_budget():
     assert n_unet + n_vae < 9_000_000
     assert UNetConfig.from_dict(UNetConfig().to_dict()) == UNetConfig()
     assert MSVAEConfig.from_dict(MSVAEConfig().to_dict()) == MSVAEConfig()
+
+
+def test_scale_shift_block_scales_the_normalised_features():
+    from hldm.models.blocks import ResBlock1D
+
+    torch.manual_seed(0)
+    block = ResBlock1D(8, 8, emb_dim=4, scale_shift=True).eval()
+    lin = block.emb[1]
+    assert lin.out_features == 16  # (scale, shift) per channel
+    with torch.no_grad():  # scale = -1, shift = 0: the normalised features are cancelled
+        lin.weight.zero_()
+        lin.bias.copy_(torch.cat([-torch.ones(8), torch.zeros(8)]))
+    emb = torch.randn(2, 4)
+    x1, x2 = torch.randn(2, 8, 20), torch.randn(2, 8, 20)
+    r1, r2 = block(x1, emb) - x1, block(x2, emb) - x2  # residual branch only
+    assert torch.allclose(r1, r2, atol=1e-6)
+    plain = ResBlock1D(8, 8, emb_dim=4, scale_shift=False)
+    assert plain.emb[1].out_features == 8  # the paper's bias-only block
+
+
+@pytest.mark.parametrize("scale_shift", [True, False])
+def test_both_adaptive_blocks_run_and_use_the_condition(scale_shift):
+    net = tiny(scale_shift=scale_shift).eval()
+    z, t, c, hr = inputs()
+    assert not torch.allclose(net(z, t, c, hr)["eps"], net(z, t, 2 * c, hr)["eps"])

@@ -316,11 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluator dir (default checkpoints/evaluator; trained on the fly if missing)")
     p.add_argument("--compare", nargs="+", action="extend", default=[], metavar="NAME=DIR",
                    help="other checkpoints for the table (baseline, ablations); placed by their ablation flags")
+    p.add_argument("--ddpm", action="store_true", help="keep DDPM-1000 in the sampler sweep in --quick mode")
     p.add_argument("--n-clips", type=int, default=None, help="held-out real clips (overrides the mode's)")
     p.add_argument("--seconds", type=float, default=None, help="clip length (default 4)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The run's Settings from the parsed command line; ValueError names a bad value."""
+    settings = Settings.quick() if args.quick else Settings()
+    settings.seed = args.seed
+    settings.sweep_ddpm = settings.sweep_ddpm or args.ddpm
+    if args.n_clips is not None:
+        if args.n_clips < 8:
+            raise ValueError(f"--n-clips must be >= 8 (two halves of >= 4 for FAD), got {args.n_clips}")
+        settings.n_real = args.n_clips
+    if args.seconds is not None:
+        if not 1.0 <= args.seconds <= 30.0:
+            raise ValueError(f"--seconds must be within 1..30, got {args.seconds}")
+        settings.seconds = args.seconds
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,18 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --compare expects NAME=DIR, got {item!r}", file=sys.stderr)
             return 2
         compare[name] = Path(path)
-    settings = Settings.quick() if args.quick else Settings()
-    settings.seed = args.seed
-    if args.n_clips is not None:
-        if args.n_clips < 8:
-            print(f"error: --n-clips must be >= 8 (two halves of >= 4 for FAD), got {args.n_clips}", file=sys.stderr)
-            return 2
-        settings.n_real = args.n_clips
-    if args.seconds is not None:
-        if not 1.0 <= args.seconds <= 30.0:
-            print(f"error: --seconds must be within 1..30, got {args.seconds}", file=sys.stderr)
-            return 2
-        settings.seconds = args.seconds
+    try:
+        settings = settings_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from hldm.models.checkpoint import CheckpointError
     from hldm.pipeline import HLDMPipeline
 

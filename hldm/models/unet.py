@@ -1,7 +1,8 @@
 """Conditional 1-D U-Net: the H-LDM denoiser over the MS-VAE latent (B, 16, L).
 
     e       = MLP([sinusoid(t) ; c])                          fused timestep + condition
-    ResBlock: h = conv2(act(norm(conv1(act(norm(x))) + W e))) + x   (Adaptive Condition ResBlock)
+    ResBlock: h = conv2(act(norm(conv1(act(norm(x))) + W e))) + x   (Adaptive Condition ResBlock;
+              with scale_shift: norm(.) * (1 + W_s e) + W_b e, hldm.models.blocks)
     Attn    : softmax(Q K^T / sqrt(d) + M_cardiac(hr)) V      (hldm.models.medical_attention)
     eps_hat = sum_i w_i(c) eps_i                              (hldm.models.structured_noise)
 
@@ -38,6 +39,7 @@ class UNetConfig:
     time_downsample: int = 4  # STFT frames per latent frame, for the cardiac period
     medical_attention: bool = True  # False: plain self-attention ("-Medical Attention" ablation)
     structured_noise: bool = True  # False: single eps head ("-Structured Noise" ablation)
+    scale_shift: bool = True  # False: the paper's bias-only Adaptive Condition ResBlock
     dropout: float = 0.1
 
     def __post_init__(self):
@@ -84,7 +86,7 @@ class ConditionalUNet1D(nn.Module):
         ch, E, n = cfg.channels, cfg.emb_dim, len(cfg.channels)
 
         def res(i: int, o: int) -> ResBlock1D:
-            return ResBlock1D(i, o, E, cfg.dropout)
+            return ResBlock1D(i, o, E, cfg.dropout, scale_shift=cfg.scale_shift)
 
         def attn(level: int) -> nn.Module:
             if level not in cfg.attention_levels:

@@ -104,7 +104,9 @@ def _comparable(model_cfg: dict) -> dict:
 
 
 def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device) -> nn.Module:
-    """Stage 1 builds a fresh HLDM; stages 2 and 3 start from the previous stage's EMA weights."""
+    """Stage 1 builds a fresh HLDM. Stage 2 builds one too and takes only the VAE from stage 1, whose
+    denoiser and conditioner were never trained, so a new denoiser design can reuse a trained VAE.
+    Stage 3 starts from stage 2's EMA weights, whole."""
     from hldm.models.hldm import HLDM, load_model
 
     if stage == "vae":
@@ -114,9 +116,15 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     if not prev_dir.is_dir():
         raise FileNotFoundError(f"stage {stage!r} starts from stage {prev!r}, but {prev_dir} does not exist; "
                                 f"run `python -m hldm train --stage {prev}` with the same --out first")
-    model = load_model(prev_dir)
-    check_config(_comparable(model.config.to_dict()), _comparable(model_config(cfg).to_dict()),
-                 f"the model of stage {prev!r} in {prev_dir}")
+    previous, wanted = load_model(prev_dir), model_config(cfg)
+    saved, asked = _comparable(previous.config.to_dict()), _comparable(wanted.to_dict())
+    if stage == "ldm":
+        saved, asked = saved["vae"], asked["vae"]
+    check_config(saved, asked, f"the model of stage {prev!r} in {prev_dir}")
+    if stage != "ldm":
+        return previous.to(device)
+    model = HLDM(wanted)
+    model.vae.load_state_dict(previous.vae.state_dict())
     return model.to(device)
 
 
