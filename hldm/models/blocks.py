@@ -39,7 +39,8 @@ class ResBlock1D(nn.Module):
         self.norm1 = group_norm(in_ch)
         self.conv1 = nn.Conv1d(in_ch, out_ch, 3, padding=1)
         self.scale_shift = bool(emb_dim) and scale_shift
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_ch * (2 if scale_shift else 1))) if emb_dim else None
+        self.emb = (nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, out_ch * (2 if self.scale_shift else 1)))
+                    if emb_dim else None)
         self.norm2 = group_norm(out_ch)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv1d(out_ch, out_ch, 3, padding=1)
@@ -50,9 +51,9 @@ class ResBlock1D(nn.Module):
         if self.scale_shift:
             scale, shift = self.emb(emb)[:, :, None].chunk(2, dim=1)  # 2 x (B, out, 1)
             h = self.norm2(h) * (1 + scale) + shift
+        elif self.emb is not None:
+            h = self.norm2(h + self.emb(emb)[:, :, None])
         else:
-            if self.emb is not None:
-                h = h + self.emb(emb)[:, :, None]
             h = self.norm2(h)
         h = self.conv2(self.drop(F.silu(h)))
         return h + self.skip(x)
