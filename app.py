@@ -238,7 +238,7 @@ class Handlers:
         return app_views.fusion_image(weights) if weights else None
 
     # -- what-if
-    def what_if(self, attribute, new_value, *args, progress=gr.Progress()):
+    def what_if(self, attribute, new_value, hold, *args, progress=gr.Progress()):
         *values, seed, steps, guidance, sampler, seconds = args
         f = _findings_or_raise(values)
         change = _change(attribute, new_value)
@@ -247,15 +247,14 @@ class Handlers:
                            "pick a different value.")
         try:
             wi = self.pipeline.what_if(f, change, seconds=_clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
-                                       progress=_progress(progress, "sampling both"),
+                                       progress=_progress(progress, "sampling both"), hold=bool(hold),
                                        **_sampling(seed, steps, guidance, sampler))
         except (FindingsError, ValueError) as exc:
             raise gr.Error(f"What-if not possible: {exc}") from exc
         before, after = (_show(getattr(g.findings, attribute), attribute) for g in (wi.a, wi.b))
         img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals,
                                       titles=(f"Before: {attribute} = {before}", f"After: {attribute} = {after}"))
-        return (img, _audio_out(wi.a.audio, wi.a.sr), _audio_out(wi.b.audio, wi.b.sr),
-                _deltas_markdown(wi.changed_fields, wi.subspace_delta))
+        return (img, _audio_out(wi.a.audio, wi.a.sr), _audio_out(wi.b.audio, wi.b.sr), _deltas_markdown(wi))
 
     # -- upload your own recording
     def upload(self, path):
@@ -295,7 +294,7 @@ class Handlers:
                                       titles=("Your recording, as the model reads it",
                                               f"Edited: {attribute} = "
                                               f"{_show(getattr(wi.b.findings, attribute), attribute)}"))
-        return img, _audio_out(wi.b.audio, wi.b.sr), _deltas_markdown(wi.changed_fields, wi.subspace_delta)
+        return img, _audio_out(wi.b.audio, wi.b.sr), _deltas_markdown(wi)
 
     # -- teaching quiz (simulator: its labels are exact, whatever the model's quality)
     def quiz_new(self, counter):
@@ -386,15 +385,17 @@ def simulator_intervals(sim) -> list[tuple[float, float, str]]:
     return out + [(a / sim.sr, b / sim.sr, "murmur") for a, b in runs if b - a >= win]
 
 
-def _deltas_markdown(changed_fields, deltas) -> str:
-    """Which findings changed and how far each latent subspace moved (relative L2), largest first."""
-    items = sorted(deltas.items(), key=lambda kv: -kv[1])
+def _deltas_markdown(wi) -> str:
+    """Which findings changed and how far each latent subspace moved (relative L2), largest first;
+    subspaces the what-if held to the first clip's are marked as such."""
+    items = sorted(wi.subspace_delta.items(), key=lambda kv: -kv[1])
     top = max((v for _, v in items), default=0.0)
-    lines = [f"Changed findings: **{', '.join(changed_fields) or 'none'}**", "",
+    lines = [f"Changed findings: **{', '.join(wi.changed_fields) or 'none'}**", "",
              "| latent subspace | relative change | |", "|---|---|---|"]
     for name, v in items:
-        moved = v >= max(0.25 * top, SUBSPACE_MOVED)
-        lines.append(f"| {name} | {v:.3f} | {'**changed**' if moved else 'about the same'} |")
+        verdict = ("held (kept from *before*)" if name in wi.held
+                   else "**changed**" if v >= max(0.25 * top, SUBSPACE_MOVED) else "about the same")
+        lines.append(f"| {name} | {v:.3f} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -535,6 +536,9 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
                     wi_value = gr.Dropdown(WHAT_IF_CHOICES["grade"], value=4, label="New value",
                                            allow_custom_value=True, elem_id="wi_value")
                     wi_btn = gr.Button("Run what-if", variant="primary", elem_id="wi_btn")
+                wi_hold = gr.Checkbox(value=True, elem_id="wi_hold",
+                                      label="Hold what the edit cannot change (a murmur edit keeps the rhythm and "
+                                            "S1/S2 of the first clip; untick to let the whole clip re-form)")
                 wi_img = _image(label="Before / after / difference", elem_id="wi_image")
                 with gr.Row():
                     wi_a = _audio(label="Before", elem_id="wi_a")
@@ -624,7 +628,7 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
         layer.input(h.attention_layer, [interp, layer], attn_img, **ui)
         for attr, val in ((wi_attr, wi_value), (up_attr, up_value)):
             attr.input(lambda a: gr.update(choices=WHAT_IF_CHOICES[a], value=None), attr, val, **ui)
-        wi_btn.click(h.what_if, [wi_attr, wi_value, *controls, *sampling], [wi_img, wi_a, wi_b, wi_deltas],
+        wi_btn.click(h.what_if, [wi_attr, wi_value, wi_hold, *controls, *sampling], [wi_img, wi_a, wi_b, wi_deltas],
                      api_name="what_if")
         # .upload, not .change: clearing a refused file from the box must not answer itself
         up_file.upload(h.upload, up_file, [up_file, up_audio, up_play, up_spec, up_status], api_name="upload")

@@ -29,9 +29,10 @@ import torch
 from hldm.audio.features import FRAMES_PER_SECOND, invert, n_frames, normalize_loudness, to_features
 from hldm.clinical.prompts import Prompts, build_prompts, findings_from_prompt
 from hldm.clinical.validation import FindingsError, validate, validate_dict
-from hldm.clinical.vocabulary import SAMPLE_RATE, SUBSPACES, Findings, timing_phase
+from hldm.clinical.vocabulary import SAMPLE_RATE, SUBSPACES, Findings, held_subspaces, timing_phase
 from hldm.diffusion.samplers import cpu_generators, initial_noise, sample
 from hldm.models.hldm import HLDM, HLDMConfig, load_model, save_model
+from hldm.models.ms_vae import subspace_slice
 
 MAX_SECONDS = 60.0
 MIN_SECONDS = 0.5
@@ -98,12 +99,14 @@ class WhatIf:
     """Two generations from the same initial noise; only the findings in changed_fields differ.
 
     subspace_delta: per latent subspace, ||z_b - z_a|| / ||z_a|| over its channels.
+    held: the subspaces b was tied to a's while sampling (see `held_subspaces`; empty: none).
     """
 
     a: Generation
     b: Generation
     changed_fields: tuple[str, ...]
     subspace_delta: dict[str, float]
+    held: tuple[str, ...] = ()
 
 
 def intervals_from_s1s2(prob: np.ndarray, frame_seconds: float, timing: str | None = None,
@@ -224,11 +227,17 @@ class HLDMPipeline:
     @torch.inference_mode()
     def what_if(self, findings: FindingsLike, change: dict, seed: int = 0, steps: int | None = None,
                 guidance: float | None = None, sampler: str | None = None, seconds: float = 10.0,
-                progress: Progress | None = None) -> WhatIf:
-        """Generate under `findings` and under `findings` with `change` applied, from the SAME noise."""
+                progress: Progress | None = None, hold: bool = True) -> WhatIf:
+        """Generate under `findings` and under `findings` with `change` applied, from the SAME noise.
+
+        hold: the subspaces the change may not move (a grade edit: rhythm, S1/S2, noise) are
+        tied to the unedited clip's at every step, so only what the edit is about changes.
+        """
         (fa, pa), (fb, pb), changed = self._change(findings, change)
-        a, b = self._run([(fa, pa), (fb, pb)], [seed, seed], steps, guidance, sampler, seconds, progress=progress)
-        return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent))
+        held = held_subspaces(changed) if hold else ()
+        a, b = self._run([(fa, pa), (fb, pb)], [seed, seed], steps, guidance, sampler, seconds, progress=progress,
+                         held=held)
+        return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent), held)
 
     @torch.inference_mode()
     def encode(self, audio: np.ndarray | str | os.PathLike | bytes) -> np.ndarray:
@@ -239,20 +248,21 @@ class HLDMPipeline:
     @torch.inference_mode()
     def edit(self, audio: np.ndarray | str | os.PathLike | bytes, findings: FindingsLike, change: dict | None = None,
              strength: float = 0.5, seed: int = 0, steps: int | None = None, guidance: float | None = None,
-             sampler: str | None = None, progress: Progress | None = None) -> WhatIf:
+             sampler: str | None = None, progress: Progress | None = None, hold: bool = True) -> WhatIf:
         """What-if on a real recording, SDEdit-style (Meng et al. 2022).
 
         The recording's latent is noised to t = strength * T with seeded noise and
         denoised twice from that same point: under `findings` (side a, the
         recording as the model reads it) and under `findings` + `change` (side b).
-        strength near 0 keeps the recording, 1 ignores it.
+        strength near 0 keeps the recording, 1 ignores it. hold: as in `what_if`.
         """
         (fa, pa), (fb, pb), changed = self._change(findings, change or {})
+        held = held_subspaces(changed) if hold else ()
         mu, n_feat = self._encode(audio)
         z0 = (mu * self.config.diffusion.latent_scale).expand(2, -1, -1)
         a, b = self._run([(fa, pa), (fb, pb)], [seed, seed], steps, guidance, sampler, n_feat / FRAMES_PER_SECOND,
-                         progress=progress, init=z0, strength=strength)
-        return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent))
+                         progress=progress, init=z0, strength=strength, held=held)
+        return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent), held)
 
     # -- internals -----------------------------------------------------------------
 
@@ -306,14 +316,17 @@ class HLDMPipeline:
 
     def _run(self, items: list[tuple[Findings, Prompts]], seeds: list[int], steps, guidance, sampler, seconds,
              progress: Progress | None = None, init: torch.Tensor | None = None,
-             strength: float = 1.0) -> list[Generation]:
+             strength: float = 1.0, held: tuple[str, ...] = ()) -> list[Generation]:
+        """held (a what-if pair, rows a and b): those subspaces of b are tied to a's (`samplers.tie`)."""
         steps, guidance, sampler, n_feat = self._settings(steps, guidance, sampler, seconds)
         clock = _StageClock(self.device)
         m, dcfg = self.model, self.config.diffusion
         B = len(items)
         findings, prompts = [f for f, _ in items], [p for _, p in items]
         gens = cpu_generators(seeds, B)
-        x_T = initial_noise((B, self.config.vae.latent_channels, m.vae.latent_length(n_feat)), gens, self.device)
+        C = self.config.vae.latent_channels
+        x_T = initial_noise((B, C, m.vae.latent_length(n_feat)), gens, self.device)
+        ties = pair_ties(held, C, self.device) if held else None
         c, hr = m.condition(findings, prompts)  # (B, D), (B,)
         clock.lap("condition")
         weights, last_attn = [], []
@@ -327,7 +340,8 @@ class HLDMPipeline:
 
         z0 = sample(m.denoise, x_T, {"c": c, "hr": hr}, {"c": m.cond.null(B), "hr": hr}, sampler=sampler,
                     steps=steps, guidance=guidance, callback=record, generators=gens,
-                    prediction_type=dcfg.prediction_type, n_train=dcfg.n_train, init=init, strength=strength)
+                    prediction_type=dcfg.prediction_type, n_train=dcfg.n_train, init=init, strength=strength,
+                    ties=ties)
         clock.lap("denoise")
         latent = z0 / dcfg.latent_scale  # (B, 16, L)
         feat = m.vae.decode(latent, n_feat).float()  # (B, 129, T)
@@ -350,6 +364,14 @@ class HLDMPipeline:
                 seed=seeds[k], sampler=sampler, steps=steps, guidance=guidance, device=str(self.device),
                 timings=dict(clock.wall), cpu_timings=dict(clock.cpu)))
         return out
+
+
+def pair_ties(held: tuple[str, ...], n_channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ties for a (a, b) pair: b takes the `held` subspaces' channels from a; a is free."""
+    mask = torch.zeros(2, n_channels, dtype=torch.bool, device=device)
+    for name in held:
+        mask[1, subspace_slice(name, n_channels)] = True
+    return torch.zeros(2, dtype=torch.long, device=device), mask
 
 
 def subspace_delta(za: np.ndarray, zb: np.ndarray) -> dict[str, float]:

@@ -128,6 +128,7 @@ def test_what_if_shows_both_spectrograms_and_audios(page, tmp_path):
         assert _wav_rate(page, elem) == 4000
     deltas = page.inner_text("#wi_deltas")
     assert "Changed findings: grade" in deltas and "murmur" in deltas
+    assert re.search(r"rhythm\s+0\.000\s+held", deltas), deltas  # the edit kept the first clip's rhythm
     _save(page, tmp_path, "what_if")
 
 

@@ -195,14 +195,17 @@ def test_generate_refuses_out_of_range_settings(handlers):
 
 
 def test_what_if_names_the_changed_field_and_every_subspace(handlers):
-    img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, *MR, *FAST, progress=_NoProgress())
+    img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, True, *MR, *FAST, progress=_NoProgress())
     assert _is_image(img) and len(a) == len(b)
     assert "Changed findings: **grade**" in md
     assert all(name in md for name in ("rhythm", "s1s2", "murmur", "noise"))
+    assert "| rhythm | 0.000 | held" in md and "| s1s2 | 0.000 | held" in md
+    *_, free = handlers.what_if("grade", 5, False, *MR, *FAST, progress=_NoProgress())
+    assert "held" not in free and "| rhythm | 0.000" not in free
     with pytest.raises(gr.Error, match="grade"):  # a diastolic grade V is refused, not generated
-        handlers.what_if("timing", "early-diastolic", *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
+        handlers.what_if("timing", "early-diastolic", True, *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
     with pytest.raises(gr.Error, match="already III"):  # MR is grade III: nothing would change
-        handlers.what_if("grade", 3, *MR, *FAST, progress=_NoProgress())
+        handlers.what_if("grade", 3, True, *MR, *FAST, progress=_NoProgress())
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -48,3 +48,16 @@ def test_findings_dict_round_trip_and_unknown_field():
 def test_clinical_package_imports_without_torch():
     code = "import sys, hldm.clinical; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("changed, held", [
+    (("grade",), ("rhythm", "s1s2")),
+    (("timing", "shape"), ("rhythm", "s1s2")),
+    (("location",), ("rhythm",)),
+    (("grade", "extra_sounds"), ("rhythm",)),
+    (("heart_rate",), ()),  # a new rate moves every sound in time
+    (("grade", "age_group"), ()),
+    ((), V.SUBSPACES),
+])
+def test_a_what_if_holds_the_subspaces_its_edit_cannot_move(changed, held):
+    assert V.held_subspaces(changed) == held

@@ -118,6 +118,29 @@ def test_samplers_are_deterministic_under_a_seed_and_rows_match_single_runs(samp
     assert torch.allclose(a[1:], run(8, 1), atol=1e-5)  # row 1 of seed 7 == single run of seed 8
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_tied_channels_follow_their_source_row_exactly_and_the_rest_stay_free(sampler):
+    """A what-if pair: row 1 (another condition) takes channels 0..7 from row 0 at every step."""
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[1, :8] = True
+    ties = (torch.zeros(2, dtype=torch.long), mask)
+
+    def mixing_denoiser(x, t, c):  # channels see each other, as in the U-Net
+        return random_denoiser(x + x.mean(dim=1, keepdim=True), t, c)
+
+    def run(t):
+        gens = cpu_generators([3, 3], 2)  # the same seed in both rows, as a what-if
+        return sample(mixing_denoiser, initial_noise((2, 16, 10), gens), {"c": torch.tensor([0.0, 2.0])},
+                      {"c": torch.zeros(2)}, sampler=sampler, steps=6, guidance=3.0, generators=gens, ties=t)
+
+    tied, free = run(ties), run(None)
+    assert torch.equal(tied[1, :8], tied[0, :8])  # bit-identical, DDPM's per-row step noise included
+    assert not torch.allclose(free[1, :8], free[0, :8])
+    assert torch.equal(tied[0], free[0])  # the source row is untouched
+    assert not torch.allclose(tied[1, 8:], tied[0, 8:])  # the free channels still follow their own condition
+    assert not torch.allclose(tied[1, 8:], free[1, 8:])  # ... denoised in the context of the tied ones
+
+
 def test_sdedit_runs_only_the_last_strength_fraction_of_steps():
     seen = []
     gens = cpu_generators(0, 1)

@@ -101,6 +101,19 @@ def test_what_if_shares_the_initial_noise(labels):
     assert max(w.subspace_delta.values()) > 0
 
 
+@pytest.mark.parametrize("sampler", ["dpmpp", "ddpm"])
+def test_a_grade_what_if_holds_rhythm_and_heart_sounds_unless_told_not_to(labels, sampler):
+    held = labels.what_if(MR, {"grade": 5}, seed=2, seconds=SECONDS, sampler=sampler, steps=8)
+    assert held.held == ("rhythm", "s1s2")
+    assert held.subspace_delta["rhythm"] == 0 and held.subspace_delta["s1s2"] == 0
+    assert held.subspace_delta["murmur"] > 0 and held.subspace_delta["noise"] > 0
+    free = labels.what_if(MR, {"grade": 5}, seed=2, seconds=SECONDS, sampler=sampler, steps=8, hold=False)
+    assert free.held == () and min(free.subspace_delta.values()) > 0
+    assert np.array_equal(free.a.latent, held.a.latent)  # side a never depends on the hold
+    rate = labels.what_if(MR, {"heart_rate": 120.0}, seed=2, seconds=SECONDS, sampler=sampler, steps=8)
+    assert rate.held == () and rate.subspace_delta["rhythm"] > 0
+
+
 def test_encode_and_edit_a_recording(labels):
     audio = labels.generate({"murmur": "absent"}, seed=0, seconds=SECONDS).audio
     z = labels.encode(audio)
@@ -110,6 +123,8 @@ def test_encode_and_edit_a_recording(labels):
                     progress=lambda i, n: seen.append((i, n)))
     assert seen == [(i, 3) for i in range(1, 4)] and e.a.weights.shape == (3, 4)
     assert np.array_equal(e.a.audio, e.b.audio) and len(e.a.audio) == len(audio)
+    louder = labels.edit(audio, MR, {"grade": 5}, strength=0.5, seed=1, steps=6)
+    assert louder.held == ("rhythm", "s1s2") and louder.subspace_delta["rhythm"] == 0
     with pytest.raises(ValueError, match="audio"):
         labels.encode(np.full(4000, np.nan, dtype=np.float32))
 

@@ -63,6 +63,30 @@ LOCATION_NAMES = {"AV": "aortic area", "PV": "pulmonic area", "TV": "tricuspid a
 # The four latent subspaces of the MS-VAE, in channel order (DESIGN.md "Signal and latent").
 SUBSPACES = ("rhythm", "s1s2", "murmur", "noise")
 
+# The subspaces a change of each findings field may move. A what-if holds the others to the
+# unedited clip's, so a grade edit cannot shift S1/S2 or the heart rate. Murmur edits free the
+# noise subspace too: the MS-VAE files part of a murmur's noise-like energy there. Measured on
+# the shipped model (2 murmurs x 2 seeds, grade I..VI): holding noise as well shrank the I->VI
+# murmur-band swing from 3.4 to 1.2 dB; holding rhythm and S1/S2 only kept 2.5 dB with S1/S2
+# onsets within 9.5 ms and the heart rate within 1.4 bpm of the unedited clip. Fields not
+# listed (heart rate, condition, demographics) may move every subspace.
+_MURMUR = ("murmur", "noise")
+FIELD_SUBSPACES = {
+    **{name: _MURMUR for name in ("murmur", "timing", "shape", "grade", "pitch", "quality", "radiation")},
+    "extra_sounds": ("s1s2", *_MURMUR),  # S3/S4, clicks and snaps sit between the heart sounds
+    "location": ("s1s2", *_MURMUR),  # the site sets the S1/S2 balance and the murmur's loudness
+}
+
+
+def held_subspaces(changed_fields) -> tuple[str, ...]:
+    """The subspaces (SUBSPACES order) that an edit of `changed_fields` must leave as they were."""
+    free: set[str] = set()
+    for name in changed_fields:
+        if name not in FIELD_SUBSPACES:
+            return ()
+        free.update(FIELD_SUBSPACES[name])
+    return tuple(s for s in SUBSPACES if s not in free)
+
 
 def timing_phase(timing: str) -> str:
     """'systolic', 'diastolic' or 'continuous' for a timing value."""

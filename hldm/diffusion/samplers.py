@@ -32,6 +32,20 @@ from hldm.diffusion.schedules import make_scheduler
 X0_LIMIT = 12.0
 Model = Callable[[torch.Tensor, torch.Tensor], dict]  # (x (B,C,L), t (B,)) -> {"eps", "w", "attn"}
 Callback = Callable[[dict], None]
+Ties = tuple[torch.Tensor, torch.Tensor]  # (source row (B,) long, channels taken from it (B, C) bool)
+
+
+def tie(x: torch.Tensor, ties: Ties | None) -> torch.Tensor:
+    """x (B, C, L) with each row's tied channels replaced by its source row's.
+
+    A what-if ties the subspaces its edit must not move to the unedited row: applied to the
+    model output and to the state after every step, the tied channels follow the source row
+    exactly (stochastic samplers included) while the free ones are denoised in their context.
+    """
+    if ties is None:
+        return x
+    src, mask = ties
+    return torch.where(mask[..., None], x[src], x)
 
 
 def cpu_generators(seed: int | Sequence[int], batch: int = 1) -> list[torch.Generator]:
@@ -74,15 +88,15 @@ def guided(denoise_fn: Callable[..., dict], cond: dict, uncond: dict | None, gui
 
 
 def _run(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor, callback: Callback | None,
-         **step_kwargs) -> torch.Tensor:
+         ties: Ties | None = None, **step_kwargs) -> torch.Tensor:
     """The shared loop: model output -> scheduler step -> callback."""
     abar = scheduler.alphas_cumprod
     pred = scheduler.config.prediction_type
     for i, t in enumerate(timesteps):
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         out = model(x, t_batch)
-        out["eps"], denoised = clamp_x0(out["eps"], x, t_batch, abar, X0_LIMIT, pred)
-        x = scheduler.step(out["eps"], t, x, **step_kwargs).prev_sample
+        out["eps"], denoised = clamp_x0(tie(out["eps"], ties), x, t_batch, abar, X0_LIMIT, pred)
+        x = tie(scheduler.step(out["eps"], t, x, **step_kwargs).prev_sample, ties)
         if callback is not None:
             callback({"x": x, "i": i, "t": int(t), "w": out["w"], "attn": out.get("attn", []),
                       "denoised": denoised})
@@ -90,24 +104,27 @@ def _run(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor, call
 
 
 def sample_ddpm(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor,
-                callback: Callback | None = None, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+                callback: Callback | None = None, generators: list[torch.Generator] | None = None,
+                ties: Ties | None = None) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2), stochastic: x_{t-1} = mu_theta(x_t, t) + sigma_t z.
 
     `generators` (one CPU generator per row) make the per-step z reproducible.
     """
-    return _run(model, x, scheduler, timesteps, callback, generator=generators)
+    return _run(model, x, scheduler, timesteps, callback, ties, generator=generators)
 
 
 def sample_ddim(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor,
-                callback: Callback | None = None, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+                callback: Callback | None = None, generators: list[torch.Generator] | None = None,
+                ties: Ties | None = None) -> torch.Tensor:
     """Deterministic DDIM sampling (Song et al. 2021, eq. 12 with eta = 0)."""
-    return _run(model, x, scheduler, timesteps, callback, eta=0.0)
+    return _run(model, x, scheduler, timesteps, callback, ties, eta=0.0)
 
 
 def sample_dpmpp(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor,
-                 callback: Callback | None = None, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+                 callback: Callback | None = None, generators: list[torch.Generator] | None = None,
+                 ties: Ties | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), second-order multistep in data prediction (Lu et al. 2022, Algorithm 2)."""
-    return _run(model, x, scheduler, timesteps, callback)
+    return _run(model, x, scheduler, timesteps, callback, ties)
 
 
 SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
@@ -116,7 +133,7 @@ SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_d
 def sample(denoise_fn: Callable[..., dict], x_T: torch.Tensor, cond: dict, uncond: dict | None = None,
            sampler: str = "dpmpp", steps: int = 20, guidance: float = 3.0, callback: Callback | None = None,
            generators: list[torch.Generator] | None = None, prediction_type: str = "epsilon", n_train: int = 1000,
-           init: torch.Tensor | None = None, strength: float = 1.0) -> torch.Tensor:
+           init: torch.Tensor | None = None, strength: float = 1.0, ties: Ties | None = None) -> torch.Tensor:
     """Run sampler `sampler` for `steps` steps from noise x_T (B, C, L); returns z_0 (B, C, L).
 
     cond / uncond: keyword inputs of denoise_fn for the conditional and the null
@@ -124,7 +141,7 @@ def sample(denoise_fn: Callable[..., dict], x_T: torch.Tensor, cond: dict, uncon
     stochastic sampler's step noise (pass those that drew x_T). SDEdit (Meng et al. 2022):
     with `init` (B, C, L) a clean latent and 0 < strength <= 1, x_T is used as the
     noise that takes init to t = strength * T, and only the last strength * steps
-    steps run.
+    steps run. ties: see `tie` (what-if edits that hold some subspaces to another row).
     """
     if sampler not in SAMPLER_FUNCTIONS:
         raise ValueError(f"sampler: unknown value {sampler!r}; allowed: {', '.join(SAMPLER_FUNCTIONS)}")
@@ -140,4 +157,4 @@ def sample(denoise_fn: Callable[..., dict], x_T: torch.Tensor, cond: dict, uncon
         timesteps = timesteps[steps - max(1, round(steps * strength)):]
         x = scheduler.add_noise(init, x_T, timesteps[:1].repeat(init.shape[0]))
     model = guided(denoise_fn, cond, uncond, guidance)
-    return SAMPLER_FUNCTIONS[sampler](model, x, scheduler, timesteps, callback, generators)
+    return SAMPLER_FUNCTIONS[sampler](model, x, scheduler, timesteps, callback, generators, ties)

@@ -245,17 +245,23 @@ def run(renderers: Sequence[tuple[Findings, Renderer]], evaluator=None) -> Count
 # ----------------------------------------------------------------------------- renderers
 
 
-def pipeline_renderer(pipe, seed: int, seconds: float, **gen_kw) -> Renderer:
-    """Generated clips: every findings variant from the same seed, hence the same initial noise."""
-    return lambda f: pipe.generate(f, seed=seed, seconds=seconds, **gen_kw).audio
+def _change(base: Findings, f: Findings) -> dict:
+    return {k: v for k, v in f.to_dict().items() if v != base.to_dict()[k]}
+
+
+def pipeline_renderer(pipe, base: Findings, seed: int, seconds: float, **gen_kw) -> Renderer:
+    """Generated clips: each variant is side b of the app's what-if from `base` (same seed, the
+    subspaces its edit may not move held to the base's)."""
+    def render(f: Findings) -> np.ndarray:
+        if f == base:
+            return pipe.generate(f, seed=seed, seconds=seconds, **gen_kw).audio
+        return pipe.what_if(base, _change(base, f), seed=seed, seconds=seconds, **gen_kw).b.audio
+    return render
 
 
 def edit_renderer(pipe, audio: np.ndarray, base: Findings, seed: int, strength: float = 0.5, **gen_kw) -> Renderer:
     """A real recording edited through `pipe.edit` from the same noised latent for every variant."""
-    def render(f: Findings) -> np.ndarray:
-        change = {k: v for k, v in f.to_dict().items() if v != base.to_dict()[k]}
-        return pipe.edit(audio, base, change, strength=strength, seed=seed, **gen_kw).b.audio
-    return render
+    return lambda f: pipe.edit(audio, base, _change(base, f), strength=strength, seed=seed, **gen_kw).b.audio
 
 
 def simulator_renderer(seed: int, seconds: float) -> Renderer:

@@ -150,7 +150,7 @@ def model_row(pipe, evaluator, ref: H.ClipSet, ref_read: H.Reading, requests: H.
     row["seconds_per_clip"] = gen.seconds_per_clip
     if ad_series:
         bases = cf_bases(requests.findings, ad_series)
-        result = CF.run([(b, CF.pipeline_renderer(pipe, settings.seed, settings.seconds)) for b in bases], evaluator)
+        result = CF.run([(b, CF.pipeline_renderer(pipe, b, settings.seed, settings.seconds)) for b in bases], evaluator)
         row["AD"] = result.summary["AD"]
     return row
 
@@ -174,7 +174,7 @@ def cf_bases(findings, n: int):
 
 def counterfactual_section(pipe, evaluator, real: H.ClipSet, settings: Settings) -> dict:
     bases = cf_bases(real.findings, settings.cf_bases)
-    gen = CF.run([(b, CF.pipeline_renderer(pipe, settings.seed + s, settings.seconds))
+    gen = CF.run([(b, CF.pipeline_renderer(pipe, b, settings.seed + s, settings.seconds))
                   for b in bases for s in range(settings.cf_seeds)], evaluator)
     sim = CF.run([(b, CF.simulator_renderer(settings.seed + s, settings.seconds))
                   for b in bases for s in range(settings.cf_seeds)], evaluator)
@@ -241,7 +241,8 @@ def render_markdown(ctx: dict) -> str:
     edited = "recordings" if cf["real_source"] == "circor" else "SIMULATOR clips (no real data)"
     out += ["## 3. Counterfactual (what-if)", "",
             f"{cf['n_bases']} base findings x {cf['n_seeds']} seeds; per base: the grade swept over its Levine "
-            "range, one timing edit (same phase), one location edit, each from the same initial noise. "
+            "range, one timing edit (same phase), one location edit, each as the app's what-if: the same initial noise, "
+            "with the latent subspaces the edit may not move held to the base's (`held_subspaces`). "
             "Murmur-band energy = power in the murmur's pitch band over 20-800 Hz (dB); onsets from an "
             "envelope detector on the audio; heart rate from the envelope's autocorrelation. The encoded "
             f"real rows edit held-out {edited} with pipe.edit (SDEdit, strength 0.5); "
