@@ -107,7 +107,8 @@ def get_evaluator(path: Path | None, settings: Settings, out: Path, log):
     for candidate in ([path] if path else [REPO / "checkpoints" / "evaluator"]):
         if candidate and (candidate / "model.safetensors").is_file():
             info = json.loads((candidate / "config.json").read_text())
-            return load_evaluator(candidate), (f"`{candidate}`: trained {info.get('steps', '?')} steps on "
+            shown = candidate.relative_to(REPO) if candidate.is_relative_to(REPO) else candidate
+            return load_evaluator(candidate), (f"`{shown}`: trained {info.get('steps', '?')} steps on "
                                                f"{info.get('trained_on', '?')} (held-out scores on its model card)")
     if path:
         raise FileNotFoundError(f"--evaluator {path}: no evaluator checkpoint there (model.safetensors)")
