@@ -60,6 +60,32 @@ def test_bad_config_names_the_field(raw, field):
     assert field in str(e.value)
 
 
+ABLATION_DIR = Path(__file__).resolve().parent.parent / "train" / "ablations"
+
+
+@pytest.mark.parametrize("name", ["hldm", "baseline", "labels_only", "no_medical_attention", "no_disentangle",
+                                  "no_structured_noise"])
+def test_ablation_presets_change_only_their_flags_and_the_ldm_budget(name):
+    from hldm.train.trainer import model_config
+
+    path = ABLATION_DIR / f"{name}.toml"
+    cpu, cfg = load_config("cpu"), load_config(path)
+    assert cfg.data == cpu.data and cfg.vae == cpu.vae and cfg.ldm.epochs == 2
+    assert cfg.ldm.lr == cpu.ldm.lr and cfg.ldm.batch_size == cpu.ldm.batch_size
+    model = model_config(cfg)
+    assert model.diffusion.prediction_type == "v_prediction"  # cpu's [model.diffusion] survives the overlay
+    flags = {"baseline": {"labels_only", "no_medical_attention", "no_structured_noise", "no_disentangle"},
+             "hldm": set()}.get(path.stem, {path.stem})
+    assert set(model.ablations) == flags
+
+
+def test_a_preset_that_is_its_own_base_is_refused(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="its own base"):
+        load_config(tmp_path / "a.toml")
+
+
 def test_unknown_preset_lists_shipped_ones():
     with pytest.raises(ConfigError, match="tiny"):
         load_config("no-such-preset")

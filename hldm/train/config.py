@@ -203,10 +203,34 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 
 
 def load_config(name_or_path: str | Path) -> TrainConfig:
-    """Read and validate a TOML preset (a name under train/ or a path)."""
-    path = resolve_preset(name_or_path)
+    """Read and validate a TOML preset (a name under train/ or a path).
+
+    A preset may start from another: `base = "cpu"` (a preset name, or a path relative to the
+    preset's folder) takes that preset's tables and overrides only the keys it sets, so an
+    ablation is its one changed flag instead of a copy of the whole preset.
+    """
+    return TrainConfig.from_dict(_read_preset(resolve_preset(name_or_path), ()))
+
+
+def _read_preset(path: Path, chain: tuple[Path, ...]) -> dict:
+    if path.resolve() in chain:
+        raise ConfigError("base", f"{path} is its own base (chain: {' -> '.join(map(str, chain))})")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("config", f"{path} is not valid TOML: {e}") from e
-    return TrainConfig.from_dict(raw)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError("base", f"must be a preset name or a .toml path, got {base!r}")
+    base_path = resolve_preset(path.parent / base if base.endswith(".toml") else base)
+    return _overlay(_read_preset(base_path, (*chain, path.resolve())), raw)
+
+
+def _overlay(base: dict, over: dict) -> dict:
+    """base with over's keys set, tables merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _overlay(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
