@@ -63,7 +63,7 @@ EXPORT_BATCH = 4  # clips per batched pipeline call
 SUBSPACE_MOVED = 0.01  # relative latent change below which a subspace counts as unchanged
 CONCURRENCY = 2  # model calls at once; the rest wait in the queue
 QUEUE_SIZE = 128
-SAMPLERS = ("dpmpp", "ddim", "ddpm")
+SAMPLERS = ("dpmpp_sde", "dpmpp", "ddim", "ddpm")
 PLAYBACK_RATE = 8000  # most laptop browsers and speakers handle 8 kHz better than 4 kHz
 PLAYBACK_RMS = 0.15  # about -16 dBFS: loud on small speakers, still headroom for the limiter
 

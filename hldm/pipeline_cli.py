@@ -39,7 +39,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              f"export: repeat to cycle several. One of: {', '.join(CONDITIONS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), help="default: the model's")
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde"), help="default: the model's")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")

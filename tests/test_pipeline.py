@@ -65,7 +65,7 @@ def test_random_pipeline_generates_saves_reloads_and_regenerates_identical_audio
     assert np.array_equal(g.audio, again.audio) and np.array_equal(g.latent, again.latent)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp", "dpmpp_sde"])
 def test_every_sampler_runs_with_batched_guidance_and_reports_every_step(labels, sampler, monkeypatch):
     calls = count_denoiser_calls(labels, monkeypatch)
     seen = []

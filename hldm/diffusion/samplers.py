@@ -127,7 +127,14 @@ def sample_dpmpp(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tens
     return _run(model, x, scheduler, timesteps, callback, ties)
 
 
-SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp}
+def sample_dpmpp_sde(model: Model, x: torch.Tensor, scheduler, timesteps: torch.Tensor,
+                     callback: Callback | None = None, generators: list[torch.Generator] | None = None,
+                     ties: Ties | None = None) -> torch.Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022): DPM-Solver++ with seeded noise re-injected each step."""
+    return _run(model, x, scheduler, timesteps, callback, ties, generator=generators)
+
+
+SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp, "dpmpp_sde": sample_dpmpp_sde}
 
 
 def sample(denoise_fn: Callable[..., dict], x_T: torch.Tensor, cond: dict, uncond: dict | None = None,
