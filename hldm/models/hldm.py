@@ -221,6 +221,15 @@ def load_model(directory: str | os.PathLike) -> HLDM:
     Raises CheckpointError for a missing or non-H-LDM directory, a bad config or
     weights that do not fit the config.
     """
+    config, state = load_checkpoint(directory)
+    model = HLDM(config)
+    load_into({"vae": model.vae, "cond": model.cond, "unet": model.unet}, state)
+    return model.eval()
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[HLDMConfig, dict[str, torch.Tensor]]:
+    """The validated config and the raw "<module>.<key>" tensors of a `save_model` directory, without
+    building the model (a caller that needs one module, e.g. stage 2 taking the VAE, loads only it)."""
     raw, state = load_state(directory)
     if raw.get("model_type") != MODEL_TYPE or not isinstance(raw.get("config"), dict):
         raise CheckpointError(f"{directory}: config.json is not an H-LDM model config "
@@ -229,9 +238,6 @@ def load_model(directory: str | os.PathLike) -> HLDM:
         raise CheckpointError(f"{directory}: format_version {raw.get('format_version')!r} not supported; "
                               f"this code reads version {FORMAT_VERSION}")
     try:
-        config = HLDMConfig.from_dict(raw["config"])
+        return HLDMConfig.from_dict(raw["config"]), state
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{directory}: invalid model config: {e}") from e
-    model = HLDM(config)
-    load_into({"vae": model.vae, "cond": model.cond, "unet": model.unet}, state)
-    return model.eval()

@@ -107,7 +107,8 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     """Stage 1 builds a fresh HLDM. Stage 2 builds one too and takes only the VAE from stage 1, whose
     denoiser and conditioner were never trained, so a new denoiser design can reuse a trained VAE.
     Stage 3 starts from stage 2's EMA weights, whole."""
-    from hldm.models.hldm import HLDM, load_model
+    from hldm.models.checkpoint import load_into
+    from hldm.models.hldm import HLDM, load_checkpoint
 
     if stage == "vae":
         return HLDM(model_config(cfg)).to(device)
@@ -116,15 +117,14 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     if not prev_dir.is_dir():
         raise FileNotFoundError(f"stage {stage!r} starts from stage {prev!r}, but {prev_dir} does not exist; "
                                 f"run `python -m hldm train --stage {prev}` with the same --out first")
-    previous, wanted = load_model(prev_dir), model_config(cfg)
-    saved, asked = _comparable(previous.config.to_dict()), _comparable(wanted.to_dict())
+    (previous, state), wanted = load_checkpoint(prev_dir), model_config(cfg)
+    saved, asked = _comparable(previous.to_dict()), _comparable(wanted.to_dict())
     if stage == "ldm":
         saved, asked = saved["vae"], asked["vae"]
     check_config(saved, asked, f"the model of stage {prev!r} in {prev_dir}")
-    if stage != "ldm":
-        return previous.to(device)
-    model = HLDM(wanted)
-    model.vae.load_state_dict(previous.vae.state_dict())
+    model = HLDM(wanted if stage == "ldm" else previous)
+    modules = {"vae": model.vae} if stage == "ldm" else {"vae": model.vae, "cond": model.cond, "unet": model.unet}
+    load_into(modules, {k: v for k, v in state.items() if k.split(".", 1)[0] in modules})
     return model.to(device)
 
 
