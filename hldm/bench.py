@@ -9,6 +9,8 @@ Measured, all through `HLDMPipeline` (what the app plays is what is timed):
   graph encoding (+ fusion), denoising, VAE decoding and audio inversion, with the
   prompt caches emptied first (a prompt the app has not seen), and again warm;
 - the real-time factor (audio seconds per wall second), the what-if pair latency;
+- each optimisation off vs on on the work it changes (prompt cache, batched CFG,
+  inference_mode, vectorised Griffin-Lim, threads);
 - throughput against batch size; peak resident memory (getrusage);
 - parameter counts per part, FLOPs per denoising step (FlopCounterMode, the CFG
   batch of 2) and the FLOP floor they imply at the matmul rate this machine
@@ -223,21 +225,25 @@ def throughput(pipe, batches, seconds: float) -> list[dict]:
     return rows
 
 
-def flops(pipe, settings: BenchSettings, step_ms: float, step_cpu_ms: float) -> dict:
-    """FLOPs of one denoising step (the CFG batch) and of the VAE decode, and the floor they imply."""
+def step_inputs(pipe, seconds: float, rows: int) -> tuple[int, tuple[torch.Tensor, ...]]:
+    """(feature frames, denoiser inputs z (rows, 16, L), t, c, hr) of one step for a clip of `seconds`."""
     from hldm.audio.features import n_frames
     from hldm.clinical.vocabulary import SAMPLE_RATE
 
-    m, cfg = pipe.model, pipe.config
-    d = cfg.diffusion
-    n_feat = n_frames(round(settings.seconds * SAMPLE_RATE))
-    L = m.vae.latent_length(n_feat)
+    cfg, dev = pipe.config, pipe.device
+    n_feat = n_frames(round(seconds * SAMPLE_RATE))
+    z = torch.randn(rows, cfg.unet.latent_channels, pipe.model.vae.latent_length(n_feat), device=dev)
+    return n_feat, (z, torch.full((rows,), cfg.diffusion.n_train // 2, device=dev),
+                    torch.randn(rows, cfg.unet.cond_dim, device=dev),
+                    torch.full((rows,), EXAMPLE["heart_rate"], device=dev))
+
+
+def flops(pipe, settings: BenchSettings, step_ms: float, step_cpu_ms: float) -> dict:
+    """FLOPs of one denoising step (the CFG batch) and of the VAE decode, and the floor they imply."""
+    m, d = pipe.model, pipe.config.diffusion
     rows = 1 if d.guidance == 1.0 else 2  # conditional + null branch in one forward
+    n_feat, (z, t, c, hr) = step_inputs(pipe, settings.seconds, rows)
     dev = pipe.device
-    z = torch.zeros(rows, cfg.unet.latent_channels, L, device=dev)
-    t = torch.full((rows,), d.n_train // 2, device=dev)
-    c = torch.zeros(rows, cfg.unet.cond_dim, device=dev)
-    hr = torch.full((rows,), EXAMPLE["heart_rate"], device=dev)
     step = count_flops(lambda: m.denoise(z, t, c, hr))
     decode = count_flops(lambda: m.vae.decode(z[:1], n_feat))
     per_clip = d.steps * step + decode
@@ -247,6 +253,51 @@ def flops(pipe, settings: BenchSettings, step_ms: float, step_cpu_ms: float) -> 
             "matmul_gflop_per_cpu_s": roof_cpu, "clip_floor_cpu_s": per_clip / 1e9 / roof_cpu,
             "denoise_achieved_gflops": step / 1e9 / (step_ms / 1e3),
             "denoise_gflop_per_cpu_s": step / 1e9 / (step_cpu_ms / 1e3)}
+
+
+def optimisations(pipe, settings: BenchSettings, lat: dict) -> list[dict]:
+    """Each speed-up of the pipeline switched off ("before") and on ("after"), timed on the work it
+    changes (best of N, wall and CPU ms): the prompt cache on a whole clip (from `latency`), the rest
+    on one denoising step of the CFG batch or on the audio inversion of 4 clips."""
+    from hldm.audio.features import invert
+
+    m = pipe.model
+    n_feat, (z, t, c, hr) = step_inputs(pipe, settings.seconds, 2)
+    threads = torch.get_num_threads()
+    feat = torch.rand(4, 129, n_feat, device=pipe.device)  # the inversion's cost does not depend on the values
+
+    def in_mode(fn, inference=True):
+        def run():
+            with torch.inference_mode() if inference else torch.enable_grad():
+                return fn()
+        return run
+
+    def with_threads(n, fn):
+        def run():
+            torch.set_num_threads(n)
+            try:
+                return fn()
+            finally:
+                torch.set_num_threads(threads)
+        return run
+
+    step = in_mode(lambda: m.denoise(z, t, c, hr))
+    cases = [("batched CFG", "conditional and null branch: two forwards of batch 1 -> one forward of batch 2",
+              in_mode(lambda: [m.denoise(z[k:k + 1], t[k:k + 1], c[k:k + 1], hr[k:k + 1]) for k in range(2)]), step),
+             ("inference_mode", "a denoising step with autograd recording -> under torch.inference_mode",
+              in_mode(lambda: m.denoise(z, t, c, hr), inference=False), step),
+             ("vectorised inversion", "Griffin-Lim of 4 clips: one call per clip -> one batched call",
+              lambda: [invert(feat[k:k + 1], seed=[k]) for k in range(4)], lambda: invert(feat, seed=[0, 1, 2, 3]))]
+    if threads > 1:
+        cases.append(("threads", f"a denoising step on 1 -> {threads} torch threads", with_threads(1, step), step))
+    rows = [{"optimisation": "prompt cache", "change": "a clip whose prompt was never seen -> seen before",
+             "before_ms": 1e3 * lat["total_s"], "after_ms": 1e3 * lat["warm_total_s"],
+             "before_cpu_ms": 1e3 * lat["cpu_total_s"], "after_cpu_ms": 1e3 * lat["warm_cpu_total_s"]}]
+    for name, change, before, after in cases:
+        (bw, bc, _), (aw, ac, _) = best_of(before, settings.repeats), best_of(after, settings.repeats)
+        rows.append({"optimisation": name, "change": change, "before_ms": 1e3 * bw, "after_ms": 1e3 * aw,
+                     "before_cpu_ms": 1e3 * bc, "after_cpu_ms": 1e3 * ac})
+    return rows
 
 
 def sampler_curve(pipe, settings: BenchSettings) -> list[dict]:
@@ -340,6 +391,8 @@ def run_bench(pipe, settings: BenchSettings, source: str = "", log: Callable[[st
     log("bench: FLOPs and the matmul roof")
     report["flops"] = flops(pipe, settings, report["latency"]["denoise_step_ms"],
                             report["latency"]["denoise_step_cpu_ms"])
+    log("bench: each optimisation off vs on")
+    report["optimisations"] = optimisations(pipe, settings, report["latency"])
     if settings.samplers:
         log("bench: sampler sweep")
         report["samplers"] = sampler_curve(pipe, settings)
@@ -411,9 +464,15 @@ def render(report: dict) -> str:
               f"{fl['denoise_gflop_per_cpu_s']:.1f} GFLOP",
               f"memory: peak RSS {report['memory']['peak_rss_gb_one_clip']:.2f} GB after one clip, "
               f"{report['memory']['peak_rss_gb']:.2f} GB after the largest batch"]
+    lines += ["", "optimisations, off -> on (best of N):",
+              f"  {'':22s} {'before ms':>10s} {'after ms':>9s} {'speed-up':>8s} {'CPU before':>10s} {'CPU after':>9s}"]
+    for r in report["optimisations"]:
+        lines.append(f"  {r['optimisation']:22s} {r['before_ms']:10.1f} {r['after_ms']:9.1f} "
+                     f"{r['before_ms'] / r['after_ms']:7.2f}x {r['before_cpu_ms']:10.1f} {r['after_cpu_ms']:9.1f}"
+                     f"   {r['change']}")
     if "samplers" in report:
         lines += ["", "samplers (one clip; FAD/CF: `python -m hldm eval`):"]
-        lines += [f"  {r['sampler']:6s} {r['steps']:5d} steps  {r['total_s']:8.2f} s wall  {r['cpu_s']:8.2f} s CPU  "
+        lines += [f"  {r['sampler']:9s} {r['steps']:5d} steps  {r['total_s']:8.2f} s wall  {r['cpu_s']:8.2f} s CPU  "
                   f"RTF {r['rtf']:.2f}" for r in report["samplers"]]
     g = report["gpu"]
     lines.append("")
@@ -451,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("--repeats", type=int, help="calls per latency figure, best kept (default 3, quick 1)")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length (default %(default)s)")
-    p.add_argument("--samplers", action="store_true", help="also time DDPM-1000, DDIM-50, DPM++ 20 and 10")
+    p.add_argument("--samplers", action="store_true", help="also time the evaluation sweep: DDPM-1000, DDIM-50, DPM++ 20 and 10, SDE-DPM++ 20")
     p.add_argument("--out", help="also write the JSON report to this file")
     return p
 

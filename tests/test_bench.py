@@ -57,6 +57,10 @@ def test_quick_bench_report_structure(pipe):
                                          "clip_floor_s", "denoise_achieved_gflops", "denoise_gflop_per_cpu_s",
                                          "matmul_gflop_per_cpu_s", "clip_floor_cpu_s"))
     assert fl["cfg_rows"] == 2 and fl["clip_gflop"] > fl["denoise_step_gflop"]
+    opts = {r["optimisation"]: r for r in report["optimisations"]}
+    assert {"prompt cache", "batched CFG", "inference_mode", "vectorised inversion"} <= set(opts)
+    assert all(positive(r[k]) for r in opts.values() for k in ("before_ms", "after_ms", "before_cpu_ms", "after_cpu_ms"))
+    assert opts["prompt cache"]["before_ms"] == pytest.approx(1e3 * lat["total_s"])
     params = report["model"]["parameters"]
     assert params["total"] == params["vae"] + params["cond"] + params["unet"] and params["unet"] > 0
     assert positive(report["memory"]["peak_rss_gb_one_clip"])
@@ -81,7 +85,7 @@ def test_cli_quick_json_with_samplers(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert printed["model"]["source"] == "random tiny-config model" and positive(printed["model"]["load_s"])
-    assert [(r["sampler"], r["steps"]) for r in printed["samplers"]] == [("ddim", 50), ("dpmpp", 20), ("dpmpp", 10)]
+    assert [(r["sampler"], r["steps"]) for r in printed["samplers"]] == [("ddim", 50), ("dpmpp", 20), ("dpmpp_sde", 20), ("dpmpp", 10)]
     assert [r["batch"] for r in printed["throughput"]] == [1, 4]
     assert main(["--checkpoint", str(tmp_path / "missing"), "--quick"]) == 2
 
