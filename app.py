@@ -40,6 +40,7 @@ from hldm.clinical.knowledge_graph import default_graph  # noqa: E402
 from hldm.clinical.prompts import build_prompts, findings_from_prompt  # noqa: E402
 from hldm.clinical.validation import FindingsError, validate_dict  # noqa: E402
 from hldm.data.simulator import sample_findings, simulate  # noqa: E402
+from hldm.diffusion.schedules import SAMPLERS  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT, REPO  # noqa: E402
 from hldm.pipeline import MIN_SECONDS, HLDMPipeline  # noqa: E402
 from hldm.pipeline_cli import CSV_FIELDS, _csv_row as csv_row  # noqa: E402
@@ -63,7 +64,6 @@ EXPORT_BATCH = 4  # clips per batched pipeline call
 SUBSPACE_MOVED = 0.01  # relative latent change below which a subspace counts as unchanged
 CONCURRENCY = 2  # model calls at once; the rest wait in the queue
 QUEUE_SIZE = 128
-SAMPLERS = ("dpmpp_sde", "dpmpp", "ddim", "ddpm")
 PLAYBACK_RATE = 8000  # most laptop browsers and speakers handle 8 kHz better than 4 kHz
 PLAYBACK_RMS = 0.15  # about -16 dBFS: loud on small speakers, still headroom for the limiter
 

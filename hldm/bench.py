@@ -281,11 +281,14 @@ def optimisations(pipe, settings: BenchSettings, lat: dict) -> list[dict]:
                 torch.set_num_threads(threads)
         return run
 
-    step = in_mode(lambda: m.denoise(z, t, c, hr))
+    def forward():
+        return m.denoise(z, t, c, hr)
+
+    step = in_mode(forward)
     cases = [("batched CFG", "conditional and null branch: two forwards of batch 1 -> one forward of batch 2",
               in_mode(lambda: [m.denoise(z[k:k + 1], t[k:k + 1], c[k:k + 1], hr[k:k + 1]) for k in range(2)]), step),
              ("inference_mode", "a denoising step with autograd recording -> under torch.inference_mode",
-              in_mode(lambda: m.denoise(z, t, c, hr), inference=False), step),
+              in_mode(forward, inference=False), step),
              ("vectorised inversion", "Griffin-Lim of 4 clips: one call per clip -> one batched call",
               lambda: [invert(feat[k:k + 1], seed=[k]) for k in range(4)], lambda: invert(feat, seed=[0, 1, 2, 3]))]
     if threads > 1:

@@ -246,7 +246,8 @@ def run(renderers: Sequence[tuple[Findings, Renderer]], evaluator=None) -> Count
 
 
 def _change(base: Findings, f: Findings) -> dict:
-    return {k: v for k, v in f.to_dict().items() if v != base.to_dict()[k]}
+    before = base.to_dict()
+    return {k: v for k, v in f.to_dict().items() if v != before[k]}
 
 
 def pipeline_renderer(pipe, base: Findings, seed: int, seconds: float, **gen_kw) -> Renderer:

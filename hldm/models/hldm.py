@@ -170,6 +170,10 @@ class HLDM(nn.Module):
         self.cond = build_conditioner(self.config.cond)
         self.unet = ConditionalUNet1D(self.config.unet)
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The three modules a checkpoint stores, by the name their tensors are prefixed with."""
+        return {"vae": self.vae, "cond": self.cond, "unet": self.unet}
+
     def condition(self, findings: list, prompts: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(c (B, D), hr (B,)) for validated findings and their prompts."""
         return self.cond(findings, prompts)
@@ -199,10 +203,10 @@ class HLDM(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per part and in total, and `stored`: tensor elements a checkpoint holds
         (the MiniLM base re-loaded from its package is counted in `cond` but not stored)."""
-        parts = ("vae", "cond", "unet")
-        counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in parts}
+        parts = self.parts()
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
-        counts["stored"] = sum(t.numel() for name in parts for t in getattr(self, name).state_dict().values())
+        counts["stored"] = sum(t.numel() for m in parts.values() for t in m.state_dict().values())
         return counts
 
 
@@ -211,7 +215,7 @@ def save_model(directory: str | os.PathLike, model: HLDM, card: str | None = Non
     config = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
     default_card = (f"# H-LDM Studio model\n\nAblations: {', '.join(model.config.ablations) or 'none (full model)'}."
                     "\n\nLoad with `hldm.pipeline.HLDMPipeline.from_pretrained(dir)`.")
-    return save_checkpoint(directory, {"vae": model.vae, "cond": model.cond, "unet": model.unet}, config,
+    return save_checkpoint(directory, model.parts(), config,
                            card or default_card)
 
 
@@ -223,7 +227,7 @@ def load_model(directory: str | os.PathLike) -> HLDM:
     """
     config, state = load_checkpoint(directory)
     model = HLDM(config)
-    load_into({"vae": model.vae, "cond": model.cond, "unet": model.unet}, state)
+    load_into(model.parts(), state)
     return model.eval()
 
 

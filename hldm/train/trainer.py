@@ -123,7 +123,7 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
         saved, asked = saved["vae"], asked["vae"]
     check_config(saved, asked, f"the model of stage {prev!r} in {prev_dir}")
     model = HLDM(wanted if stage == "ldm" else previous)
-    modules = {"vae": model.vae} if stage == "ldm" else {"vae": model.vae, "cond": model.cond, "unet": model.unet}
+    modules = {"vae": model.vae} if stage == "ldm" else model.parts()
     load_into(modules, {k: v for k, v in state.items() if k.split(".", 1)[0] in modules})
     return model.to(device)
 
