@@ -79,6 +79,17 @@ def test_ablation_presets_change_only_their_flags_and_the_ldm_budget(name):
     assert set(model.ablations) == flags
 
 
+@pytest.mark.parametrize("name", ["baseline", "labels_only", "no_medical_attention", "no_disentangle",
+                                  "no_structured_noise"])
+def test_shipped_budget_ablations_differ_from_the_shipped_preset_only_by_their_flags(name):
+    from hldm.train.trainer import model_config
+
+    cpu, cfg = load_config("cpu"), load_config(ABLATION_DIR / "shipped_budget" / f"{name}.toml")
+    assert (cfg.data, cfg.vae, cfg.ldm) == (cpu.data, cpu.vae, cpu.ldm)
+    assert set(model_config(cfg).ablations) == set(model_config(load_config(ABLATION_DIR / f"{name}.toml")).ablations)
+    assert model_config(cfg).ablations
+
+
 def test_a_preset_that_is_its_own_base_is_refused(tmp_path):
     (tmp_path / "a.toml").write_text('base = "b.toml"\n')
     (tmp_path / "b.toml").write_text('base = "a.toml"\n')
