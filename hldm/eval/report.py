@@ -406,7 +406,7 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
     placed = {}
     for label, p in others.items():
         flags = tuple(sorted(p.config.ablations))
-        row_name = f"{EXPECTED_ROWS.get(flags, label)} [{label}]"
+        row_name = f"{EXPECTED_ROWS[flags]} [{label}]" if flags in EXPECTED_ROWS else label
         placed[flags] = True
         say(f"{label} metrics ...")
         rows[row_name] = model_row(p, evaluator, half_a, read_a, half_b, settings, ad_series=settings.ad_series)
