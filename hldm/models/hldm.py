@@ -215,8 +215,7 @@ def save_model(directory: str | os.PathLike, model: HLDM, card: str | None = Non
     config = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
     default_card = (f"# H-LDM Studio model\n\nAblations: {', '.join(model.config.ablations) or 'none (full model)'}."
                     "\n\nLoad with `hldm.pipeline.HLDMPipeline.from_pretrained(dir)`.")
-    return save_checkpoint(directory, model.parts(), config,
-                           card or default_card)
+    return save_checkpoint(directory, model.parts(), config, card or default_card)
 
 
 def load_model(directory: str | os.PathLike) -> HLDM:
