@@ -3,6 +3,7 @@
     pipe = HLDMPipeline.from_pretrained("checkpoints/default")
     g = pipe.generate({"murmur": "present", "timing": "holosystolic", "grade": 3, ...}, seed=0)
     g.audio      # np.float32 (N,) at g.sr = 4000 Hz
+    pipe.generate({"condition": "aortic stenosis", "grade": 4})  # its typical findings, at IV/VI
     w = pipe.what_if(findings, {"grade": 4}, seed=0)     # same initial noise on both sides
 
 Generation follows H-LDM end to end: findings are validated
@@ -203,6 +204,9 @@ class HLDMPipeline:
                  guidance: float | None = None, sampler: str | None = None, seconds: float = 10.0,
                  batch: int = 1, progress: Progress | None = None) -> Generation | list[Generation]:
         """Generate a clip of `seconds` for findings (Findings, a dict of fields, or Prompts).
+
+        A dict with a condition starts from the condition's typical findings; its other
+        fields override them (`validate_dict`).
 
         steps / guidance / sampler default to the model config's. Returns one
         Generation; with batch > 1 (the same findings, seeds seed..seed+batch-1) or

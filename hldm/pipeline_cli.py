@@ -62,13 +62,11 @@ def _findings_json(text: str | None) -> dict:
 
 def _requests(conditions: list[str] | None, overrides: dict) -> list[Findings]:
     """Validated findings: each condition's typical findings with `overrides` applied, or the overrides alone."""
-    from hldm.clinical.knowledge_graph import default_graph
     from hldm.clinical.validation import validate_dict
 
     if not conditions:
         return [validate_dict(overrides)]
-    graph = default_graph()
-    return [validate_dict({**graph.typical_findings(name).to_dict(), **overrides}) for name in conditions]
+    return [validate_dict({"condition": name, **overrides}) for name in conditions]
 
 
 def _run(argv: list[str], parser: argparse.ArgumentParser, body) -> int:

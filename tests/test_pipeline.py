@@ -134,6 +134,8 @@ def test_encode_and_edit_a_recording(labels):
     ({**MR, "timing": "sometimes"}, "timing"),
     ({**MR, "timing": "holodiastolic", "shape": "plateau", "grade": 5}, "grade"),
     ({"murmur": "absent", "pitch": "high"}, "pitch"),
+    ({"condition": "aortic stenosis", "murmur": "absent"}, "condition"),
+    ({"condition": "pulmonary stenosis", "timing": "early-diastolic"}, "condition"),
 ])
 def test_invalid_findings_raise_and_generate_nothing(labels, bad, field, monkeypatch):
     calls = count_denoiser_calls(labels, monkeypatch)
@@ -143,6 +145,16 @@ def test_invalid_findings_raise_and_generate_nothing(labels, bad, field, monkeyp
     with pytest.raises(FindingsError):
         labels.what_if(MR, bad, seconds=SECONDS)
     assert calls == []
+
+
+def test_a_condition_alone_starts_from_its_typical_findings(labels):
+    from hldm.clinical.knowledge_graph import default_graph
+
+    typical = default_graph().typical_findings("aortic stenosis")
+    alone, louder = labels.generate([{"condition": "aortic stenosis"}, {"condition": "aortic stenosis", "grade": 5}],
+                                    steps=2, seconds=SECONDS)
+    assert alone.findings == typical and "harsh" in alone.prompts.l2
+    assert louder.findings == typical.with_(grade=5) and "V/VI" in louder.prompts.l2
 
 
 def test_bad_generation_settings_name_the_field(labels):

@@ -2,7 +2,7 @@
 import pytest
 
 from hldm.clinical import vocabulary as V
-from hldm.clinical.knowledge_graph import CONDITION_PROFILES
+from hldm.clinical.knowledge_graph import AGE_DEFAULTS, CONDITION_PROFILES, default_graph
 from hldm.clinical.validation import SHAPES_BY_TIMING, FindingsError, validate, validate_dict
 
 MR = V.Findings(murmur="present", timing="holosystolic", shape="plateau", grade=3, pitch="high",
@@ -115,6 +115,47 @@ def test_condition_must_produce_the_timing():
     assert "aortic regurgitation" in err.allowed
     refuses("condition", condition="normal")  # a murmur with "normal"
     refuses("condition", condition="innocent murmur", timing="holodiastolic", shape="decrescendo", grade=2)
+
+
+def test_a_murmur_free_condition_is_refused_unless_it_may_present_without_one():
+    err = refuses("condition", V.Findings(), condition="aortic stenosis")
+    assert "always has a murmur" in str(err) and "murmur is 'absent'" in str(err)
+    murmur_free = {c for c, p in CONDITION_PROFILES.items() if not p.has_murmur or p.murmur_optional}
+    assert murmur_free == {"normal", "atrial septal defect", "mitral valve prolapse"} == set(err.allowed)
+    for condition in V.CONDITIONS:
+        if condition in murmur_free:  # a click or a fixed split S2 alone (the simulator draws these too)
+            validate(V.Findings(condition=condition))
+        else:
+            refuses("condition", V.Findings(), condition=condition)
+    assert "has no murmur" in str(refuses("condition", condition="normal"))
+
+
+def test_a_condition_alone_gives_its_typical_findings():
+    for condition in V.CONDITIONS:
+        assert validate_dict({"condition": condition}) == default_graph().typical_findings(condition)
+    assert validate_dict({"condition": "AS"}).timing == "mid-systolic"  # aliases as anywhere else
+
+
+def test_fields_beside_a_condition_override_its_typical_findings():
+    typical = default_graph().typical_findings("aortic stenosis")
+    assert validate_dict({"condition": "aortic stenosis", "grade": 5}) == typical.with_(grade=5)
+    child = validate_dict({"condition": "aortic stenosis", "age_group": "child", "heart_rate": 100})
+    assert (child.heart_rate, child.height_cm, child.weight_kg) == (100.0, *AGE_DEFAULTS["child"][1:])
+    # another timing takes the condition's first shape that fits it, not a typical one it cannot have
+    rumble = validate_dict({"condition": "mitral regurgitation", "timing": "mid-diastolic"})
+    assert (rumble.shape, rumble.grade, rumble.pitch) == ("decrescendo", 3, "high")
+    click = validate_dict({"condition": "mitral valve prolapse", "murmur": "absent"})
+    assert click.murmur == "absent" and click.timing is None and click.radiation == "none"
+    assert click.extra_sounds == ("midsystolic click",)
+    with pytest.raises(FindingsError) as info:
+        validate_dict({"condition": "aortic stenosis", "murmur": "absent"})
+    assert info.value.field == "condition" and "always has a murmur" in str(info.value)
+    with pytest.raises(FindingsError) as info:
+        validate_dict({"condition": "pulmonary stenosis", "timing": "early-diastolic"})
+    assert info.value.field == "condition" and "early-diastolic" in str(info.value)
+    with pytest.raises(FindingsError) as info:  # a given grade is checked against the typical timing's scale
+        validate_dict({"condition": "aortic regurgitation", "grade": 5})
+    assert info.value.field == "grade"
 
 
 def test_continuous_only_with_conditions_that_have_it():

@@ -3,6 +3,8 @@
 `validate(findings)` returns a normalised copy (canonical spellings, int grade, float
 numbers, sorted extra sounds) or raises `FindingsError` naming the field, the value and
 the allowed values. Nothing is changed in place (`Findings` is frozen).
+`validate_dict(d)` is the entry for partial findings (Python API, CLI, app, simulator): a
+condition given with few or no other fields starts from its typical findings.
 
 Rules, each from auscultation physiology:
 - every categorical value must be in the vocabulary (aliases such as CirCor's
@@ -15,7 +17,9 @@ Rules, each from auscultation physiology:
 - a condition must have a murmur of the given phase (`ConditionProfile.phases`): e.g.
   aortic stenosis refuses a diastolic murmur, "continuous" is only accepted for the
   conditions that produce one (patent ductus arteriosus; coarctation collaterals),
-  and "normal" refuses any murmur;
+  and "normal" refuses any murmur; a condition that always has a murmur refuses
+  murmur "absent" (only those that may present with a click or a fixed split S2
+  alone, `ConditionProfile.murmur_optional`, accept it);
 - heart rate, height and weight in the product's ranges; pregnancy only for a female
   who is at least an adolescent.
 """
@@ -25,7 +29,7 @@ import math
 from dataclasses import fields
 
 from hldm.clinical import vocabulary as V
-from hldm.clinical.knowledge_graph import CONDITION_PROFILES
+from hldm.clinical.knowledge_graph import AGE_DEFAULTS, CONDITION_PROFILES, default_graph
 
 # Which envelope shapes each timing can take. Only shapes without a haemodynamic
 # mechanism are refused; everything seen in CirCor's expert annotations is allowed.
@@ -193,6 +197,8 @@ def validate(findings: V.Findings) -> V.Findings:
     pregnant = _bool("pregnant", f.pregnant)
 
     values = dict(timing=timing, shape=shape, grade=grade, pitch=pitch, quality=quality)
+    if condition is not None:  # first: "aortic stenosis, no murmur" is about the condition, not the timing
+        _check_condition(condition, murmur, timing)
     if murmur == "absent":
         for name in _MURMUR_FIELDS:
             if values[name] is not None:
@@ -209,8 +215,6 @@ def validate(findings: V.Findings) -> V.Findings:
         if shape is not None and shape not in SHAPES_BY_TIMING[timing]:
             raise FindingsError("shape", f"{shape!r} is not a possible envelope for a {timing} murmur",
                                 SHAPES_BY_TIMING[timing])
-    if condition is not None:
-        _check_condition(condition, murmur, timing)
     if pregnant and sex != "female":
         raise FindingsError("pregnant", f"pregnancy given for sex {sex!r}", ("false",))
     if pregnant and age_group not in PREGNANCY_AGE_GROUPS:
@@ -225,22 +229,52 @@ def validate(findings: V.Findings) -> V.Findings:
 
 def _check_condition(condition: str, murmur: str, timing: str | None) -> None:
     profile = CONDITION_PROFILES[condition]
-    if murmur == "present" and V.timing_phase(timing) not in profile.phases:
-        phase = V.timing_phase(timing)
-        fitting = tuple(c for c in V.CONDITIONS if phase in CONDITION_PROFILES[c].phases)
-        article = "an" if str(timing)[:1] in "aeiou" else "a"
-        reason = ("has no murmur" if not profile.phases else
-                  f"does not produce {article} {timing} murmur (its murmurs are {' or '.join(profile.phases)})")
-        raise FindingsError("condition", f"{condition!r} {reason}", fitting)
+    if murmur == "absent" and profile.has_murmur and not profile.murmur_optional:
+        fitting = tuple(c for c, p in CONDITION_PROFILES.items() if not p.has_murmur or p.murmur_optional)
+        raise FindingsError("condition", f"{condition!r} always has a murmur, but murmur is 'absent'; set murmur "
+                            "to 'present' or change the condition", fitting)
+    phase = V.timing_phase(timing) if timing else None
+    # a present murmur without a timing is refused for the missing timing, after this check
+    if murmur == "absent" or (profile.phases and phase in (None, *profile.phases)):
+        return
+    fitting = tuple(c for c, p in CONDITION_PROFILES.items() if (phase in p.phases if phase else p.phases))
+    article = "an" if str(timing)[:1] in "aeiou" else "a"
+    reason = ("has no murmur, but murmur is 'present'" if not profile.phases else
+              f"does not produce {article} {timing} murmur (its murmurs are {' or '.join(profile.phases)})")
+    raise FindingsError("condition", f"{condition!r} {reason}", fitting)
 
 
 def validate_dict(d: dict) -> V.Findings:
-    """Findings from a dict of strings (app form, CLI flags): numbers and booleans converted.
+    """Findings from a dict of strings (app form, CLI flags, API calls): numbers and booleans converted.
 
-    Missing keys take the `Findings` defaults; unknown keys are refused.
+    Unknown keys are refused. Missing keys take the `Findings` defaults, or, when a condition
+    is given, its typical findings (`_over_typical`): {"condition": "aortic stenosis"} is the
+    textbook aortic stenosis murmur, {"condition": "aortic stenosis", "grade": 5} the same at V/VI.
     """
     known = tuple(f.name for f in fields(V.Findings))
     for key in d:
         if key not in known:
             raise FindingsError(str(key), "unknown findings field", known)
-    return validate(V.Findings(**d))  # validate itself reads strings: "3", "III/VI", "true", "S3, S4"
+    condition = _optional("condition", d.get("condition"))
+    # validate itself reads strings: "3", "III/VI", "true", "S3, S4"
+    return validate(V.Findings(**(_over_typical(condition, d) if condition else d)))
+
+
+def _over_typical(condition: str, d: dict) -> dict:
+    """The fields of `d` over `condition`'s typical findings (knowledge graph).
+
+    Typical values give way to the given ones they would contradict: with murmur "absent"
+    the typical murmur is dropped, with another timing the shape becomes the profile's
+    first that fits it (else none), and with another age group the heart rate, height
+    and weight become that age's typical ones.
+    """
+    typical = default_graph().typical_findings(condition).to_dict()
+    timing, age = _optional("timing", d.get("timing")), _optional("age_group", d.get("age_group"))
+    if "murmur" in d and canonical("murmur", d["murmur"]) == "absent":
+        typical.update(dict.fromkeys(_MURMUR_FIELDS), radiation="none")
+    elif timing is not None and "shape" not in d:
+        fits = SHAPES_BY_TIMING[timing]
+        typical["shape"] = next((s for s in CONDITION_PROFILES[condition].shapes if s in fits), None)
+    if age is not None:
+        typical.update(zip(("heart_rate", "height_cm", "weight_kg"), AGE_DEFAULTS[age]))
+    return {**typical, **d}
