@@ -8,11 +8,11 @@ next auscultation site). On the audio we measure
 - murmur-band energy: power in the murmur's pitch band (the simulator's
   PITCH_BAND_HZ) over power in 20-800 Hz, dB. It must rise with the grade:
   Spearman rho over each grade sweep (1 = strictly monotonic).
-- S1/S2 onset shift (ms): heart-sound onsets found by an envelope peak detector
-  on the audio (not the model's own S1/S2 head, so the played clip is what is
-  measured), each matched to the nearest onset of the other clip; a grade,
+- S1/S2 onset shift (ms): heart-sound onsets found by the listener's envelope
+  peak detector on the audio (not the model's own S1/S2 head, so the played clip
+  is what is measured), each matched to the nearest onset of the other clip; a grade,
   timing or location edit should leave them where they were.
-- heart-rate change (bpm): from the envelope's autocorrelation; should be ~0.
+- heart-rate change (bpm): hldm.eval.listener.heart_rate; should be ~0.
 - what the evaluator reads: the edited attribute must read as requested and the
   others as before (AD, hldm.eval.metrics.attribute_disentanglement).
 
@@ -28,17 +28,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal, stats
 
-from hldm.audio.features import FRAMES_PER_SECOND, HOP
 from hldm.clinical.validation import SHAPES_BY_TIMING
 from hldm.clinical.vocabulary import (DIASTOLIC_TIMINGS, LOCATIONS, SAMPLE_RATE, SYSTOLIC_TIMINGS, Findings,
                                       max_grade, timing_phase)
 from hldm.data.simulator import PITCH_BAND_HZ, simulate
+from hldm.eval.listener import heart_rate, heart_sound_onsets
 
 Renderer = Callable[[Findings], np.ndarray]  # findings -> audio (N,) for one fixed (base, seed)
 EDITS = ("grade", "timing", "location")
 AD_HEADS = ("murmur", "grade", "timing", "location")
 MATCH_MS = 150.0  # an onset farther than this from any onset of the other clip counts as unmatched
-HR_LAGS_S = (60 / 200, 60 / 40)  # the product's heart-rate range, as autocorrelation lags
 
 
 # ----------------------------------------------------------------------------- audio measurements
@@ -53,38 +52,6 @@ def murmur_band_db(audio: np.ndarray, pitch: str | None) -> float:
     return float(10 * np.log10((band + 1e-20) / (total + 1e-20)))
 
 
-def heart_sound_envelope(audio: np.ndarray) -> np.ndarray:
-    """(T,) envelope at the feature frame rate (125/s), 25-150 Hz RMS over 40 ms, scaled so its
-    99th percentile is 1 (S1 and S2 peak near 1, murmurs and noise sit lower)."""
-    sos = signal.butter(4, (25.0, 150.0), btype="band", fs=SAMPLE_RATE, output="sos")
-    x = signal.sosfiltfilt(sos, np.asarray(audio, np.float64))
-    frames = len(x) // HOP
-    power = np.square(x[:frames * HOP]).reshape(frames, HOP).mean(1)  # (T,)
-    env = np.sqrt(np.convolve(power, np.ones(5) / 5, mode="same"))
-    return np.clip(env / (np.percentile(env, 99) + 1e-12), 0.0, 1.0)
-
-
-def heart_sound_onsets(audio: np.ndarray, prominence: float = 0.2, min_gap_s: float = 0.12) -> np.ndarray:
-    """Onset times (s) of the heart sounds (S1 and S2 alike), (K,) ascending.
-
-    A heart sound is an envelope peak standing `prominence` above its surroundings, at
-    least `min_gap_s` from the next (which merges the two parts of a split S2); its onset
-    is where the envelope last rose through half the peak. On simulator clips of random
-    findings this finds 94 % of the true S1/S2 onsets within 40 ms, 90 % of what it finds
-    being one (the rest: S3/S4, clicks, loud murmurs).
-    """
-    env = heart_sound_envelope(audio)
-    peaks, _ = signal.find_peaks(env, distance=max(1, round(min_gap_s * FRAMES_PER_SECOND)),
-                                 prominence=prominence)
-    onsets = []
-    for p in peaks:
-        k = p
-        while k > 0 and 0.5 * env[p] <= env[k - 1] <= env[k]:
-            k -= 1
-        onsets.append(k / FRAMES_PER_SECOND)
-    return np.asarray(onsets, dtype=np.float64)
-
-
 def onset_shift_ms(audio_a: np.ndarray, audio_b: np.ndarray) -> float:
     """Mean |shift| (ms) from each heart-sound onset of clip a to the nearest onset of clip b
     (only those within MATCH_MS, i.e. the same sound); NaN when none matches."""
@@ -94,19 +61,6 @@ def onset_shift_ms(audio_a: np.ndarray, audio_b: np.ndarray) -> float:
     nearest = np.min(np.abs(on_a[:, None] - on_b[None, :]), axis=1) * 1000  # (K_a,) ms
     hits = nearest[nearest <= MATCH_MS]
     return float(hits.mean()) if len(hits) else float("nan")
-
-
-def heart_rate_bpm(audio: np.ndarray) -> float:
-    """Heart rate from the highest autocorrelation peak of the envelope within 40-200 bpm."""
-    env = heart_sound_envelope(audio)
-    env = env - env.mean()
-    ac = np.correlate(env, env, mode="full")[len(env) - 1:]
-    lo, hi = (int(round(s * FRAMES_PER_SECOND)) for s in HR_LAGS_S)
-    hi = min(hi, len(ac) - 1)
-    if hi <= lo:
-        return float("nan")
-    lag = lo + int(np.argmax(ac[lo:hi + 1]))
-    return float(60.0 * FRAMES_PER_SECOND / lag)
 
 
 # ----------------------------------------------------------------------------- edits
@@ -192,7 +146,7 @@ def summarise(clips: list[Clip], reads: dict[str, list] | None = None) -> dict:
     for kind in EDITS:
         idx = [i for i, c in enumerate(clips) if c.kind == kind]
         shifts = [onset_shift_ms(clips[base_of[clips[i].series]].audio, clips[i].audio) for i in idx]
-        hr = [abs(heart_rate_bpm(clips[i].audio) - heart_rate_bpm(clips[base_of[clips[i].series]].audio))
+        hr = [abs(heart_rate(clips[i].audio) - heart_rate(clips[base_of[clips[i].series]].audio))
               for i in idx]
         row = out.setdefault(kind, {})
         row["onset_shift_ms"] = float(np.nanmean(shifts)) if np.isfinite(shifts).any() else float("nan")

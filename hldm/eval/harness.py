@@ -154,13 +154,17 @@ def simulated_clips(n: int, seconds: float = 4.0, seed: int = 0, findings: Seque
     return ClipSet(f"sim-{seed}", audio, fs, groups, "sim")
 
 
-def split_halves(clips: ClipSet, seed: int = 0) -> tuple[ClipSet, ClipSet]:
-    """Two patient-disjoint halves of a clip set (the real-vs-real floor compares them)."""
-    patients = sorted(set(clips.groups))
+def disjoint_halves(groups: Sequence[str], seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices of two halves of the items with no group (patient) in both."""
+    patients = sorted(set(groups))
     np.random.default_rng(seed).shuffle(patients)
     half_a = set(patients[::2])
-    idx_a = [i for i, g in enumerate(clips.groups) if g in half_a]
-    idx_b = [i for i, g in enumerate(clips.groups) if g not in half_a]
+    return [i for i, g in enumerate(groups) if g in half_a], [i for i, g in enumerate(groups) if g not in half_a]
+
+
+def split_halves(clips: ClipSet, seed: int = 0) -> tuple[ClipSet, ClipSet]:
+    """Two patient-disjoint halves of a clip set (the real-vs-real floor compares them)."""
+    idx_a, idx_b = disjoint_halves(clips.groups, seed)
     return clips.subset(idx_a, clips.name + "-A"), clips.subset(idx_b, clips.name + "-B")
 
 
