@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hldm.clinical.vocabulary import Findings
+from hldm.clinical.vocabulary import CONDITIONS, Findings
 from hldm.data.simulator import simulate
 from hldm.eval import augmentation as A
 from hldm.eval import counterfactual as CF
@@ -117,6 +117,28 @@ def test_quick_report_metrics_json_is_finite_and_figures_are_pngs(quick_report):
     assert sim_cf["spearman_mean"] == 1.0  # the simulator's grade sweep is the known answer
     for name in ("conditions.png", "grade_sweep.png", "metric_bars.png"):
         assert (quick_report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_report_has_the_listener_section_with_the_simulator_known_answers(quick_report):
+    md = (quick_report / "report.md").read_text()
+    assert "## 5. Listener" in md
+    phase = table_rows(md, "condition (typical findings)")
+    assert set(phase) == set(CONDITIONS)
+    assert all(row[-1] == "pass" for c, row in phase.items() if c != "normal"), phase  # the simulator's verdicts
+    assert set(table_rows(md, "age group")) == {"child", "adult", "simulator (known answer)"}
+    assert set(table_rows(md, "what-if clips")) == {"generated", "simulator"}
+    data = json.loads((quick_report / "metrics.json").read_text())["listener"]
+    assert data["reference"] == "sim"
+    assert 0 <= data["realism"]["auc_generated"] <= 1 and 0 <= data["realism"]["auc_floor"] <= 1
+    assert set(data["phase"]) == set(CONDITIONS)
+    for age in ("child", "adult"):
+        row = data["heart_rate"]["by_age"][age]
+        assert len(row["measured"]) == len(data["heart_rate"]["rates"]) and "median_abs_error_50_150_bpm" in row
+    assert data["heart_rate"]["simulator"]["median_abs_error_bpm"] < 2
+    for pitch in ("low", "medium", "high"):
+        assert set(data["grade"]["generated"][pitch]) >= {"swing_db", "spearman", "onset_shift_ms", "hr_change_bpm"}
+        sim = data["grade"]["simulator"][pitch]
+        assert sim["swing_db"] >= 8 and sim["spearman"] == 1.0 and sim["hr_change_bpm"] < 2
 
 
 @pytest.mark.slow

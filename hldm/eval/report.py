@@ -4,7 +4,8 @@ Writes reports/<name>/report.md (+ PNG figures and metrics.json): the evaluator'
 own held-out accuracy, one metrics table (paper figures marked as theirs,
 real-vs-real floor, H-LDM, label-conditional baseline and the four Table-III
 ablations, "not trained" where no checkpoint is given), the sampler/step sweep,
-the counterfactual test, and the augmentation experiment. Every clip is made by
+the counterfactual test, the augmentation experiment and the listener (heart rate,
+murmur phase and level, realism; hldm.eval.listener_report). Every clip is made by
 HLDMPipeline (hldm.eval.harness). `python -m hldm eval train-evaluator ...` trains
 the evaluator (hldm.eval.evaluator_cli).
 """
@@ -23,6 +24,7 @@ import numpy as np
 from hldm.eval import counterfactual as CF
 from hldm.eval import figures
 from hldm.eval import harness as H
+from hldm.eval import listener_report as LR
 
 # The paper's own numbers (CirCor, their harness and encoder): printed beside ours, never compared as equals.
 PAPER = {"FAD": 9.7, "IS": 4.1, "MSD": 1.52, "SC": 0.86, "CF": 0.89, "AD": 0.92, "PDS": 0.92}
@@ -62,13 +64,15 @@ class Settings:
     grid_conditions: int = 17
     evaluator_steps: int = 2000  # only when no trained evaluator is found
     sweep_ddpm: bool = True
+    listener_seconds: float = 8.0  # heart rate and phase want several beats at 40 bpm
+    listener_seeds: int = 3
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_real=32, n_eval_sim=32, cf_bases=2, cf_seeds=2, cf_real=1, ad_series=1, aug_seeds=2,
                    aug_steps=60, aug_train=96, aug_per_class=4, grid_conditions=8, evaluator_steps=150,
-                   sweep_ddpm=False)
+                   sweep_ddpm=False, listener_seconds=4.0, listener_seeds=1)
 
 
 def floor_name(source: str) -> str:
@@ -139,10 +143,12 @@ def evaluator_accuracy(evaluator, real: H.ClipSet, settings: Settings) -> dict:
 
 
 def model_row(pipe, evaluator, ref: H.ClipSet, ref_read: H.Reading, requests: H.ClipSet, settings: Settings,
-              sampler=None, steps=None, ad_series: int = 0) -> dict:
-    """Generate one clip per request (same findings as the real half), then every metric."""
-    gen = H.generate_clips(pipe, requests.findings, "generated", seed=settings.seed, seconds=settings.seconds,
-                           sampler=sampler, steps=steps)
+              sampler=None, steps=None, ad_series: int = 0, gen: H.ClipSet | None = None) -> dict:
+    """Generate one clip per request (same findings as the real half) unless `gen` holds them, then every
+    metric."""
+    if gen is None:
+        gen = H.generate_clips(pipe, requests.findings, "generated", seed=settings.seed, seconds=settings.seconds,
+                               sampler=sampler, steps=steps)
     row = H.quality_row(ref, ref_read, gen, H.read(evaluator, gen), list(zip(requests.audio, gen.audio)))
     row["PDS"] = H.latent_disentanglement(gen)["mean"]
     from hldm.eval.metrics import structured_noise_accuracy
@@ -258,7 +264,7 @@ def render_markdown(ctx: dict) -> str:
                       sm["location"]["onset_shift_ms"], sm["location"].get("evaluator_reads_target"),
                       sm.get("AD")])
     out += [_table(["clips", "grade: Spearman rho (band energy)", "strictly monotonic share",
-                    "grade: S1/S2 shift ms", "grade: |dHR| bpm", "grade read as asked",
+                    "grade: S1/S2 shift ms", "grade: HR change bpm", "grade read as asked",
                     "timing: S1/S2 shift ms", "timing read as asked", "location: S1/S2 shift ms",
                     "location read as asked", "AD"], table), "",
             _table(["grade"] + [str(g) for g in range(1, 7)],
@@ -282,9 +288,62 @@ def render_markdown(ctx: dict) -> str:
                           f"{_fmt(mo)} +/- {_fmt(co)}", f"{_fmt(mr)} +/- {_fmt(cr)}"])
     out += [_table(["head", "rare classes", "rare test clips", "training set", "overall accuracy",
                     "rare-class accuracy"], arows), ""]
+    out += listener_markdown(ctx["listener"], s.seconds)
     out += ["## Figures", "", "Generated clip per condition (textbook findings from the knowledge graph):", "",
             "![spectrograms per condition](conditions.png)", ""]
     return "\n".join(out) + "\n"
+
+
+def _verdict(passed) -> str:
+    return "-" if passed is None else "pass" if passed else "FAIL"
+
+
+def listener_markdown(sec: dict, clip_seconds: float) -> list[str]:
+    """Lines of the listener section (numbers from hldm.eval.listener_report.run)."""
+    ref = "real (held-out patients)" if sec["reference"] == "circor" else "SIMULATOR (no real data)"
+    r = sec["realism"]
+    out = ["## 5. Listener (no learned model)", "",
+           "A clinician's questions answered from the audio alone (hldm.eval.listener): beats from the "
+           "autocorrelation of the 25-150 Hz envelope, S1/S2 from its peaks (two a period; S1 opens the shorter "
+           "interval at normal rates and is the lower-pitched sound at fast ones), murmur-band power in systole "
+           "vs diastole away from the heart sounds, murmur level in dB re S1/S2. The simulator's figures are the "
+           f"known answer. {sec['seconds']:g} s clips, {sec['seeds']} seed(s) each.", "",
+           "### Realism: a classifier two-sample test", "",
+           "Logistic regression on band-energy statistics (8 bands over 20-2000 Hz: level mean, spread and "
+           "percentiles, spread over the cardiac cycle; heart rate, beat irregularity, periodicity), "
+           f"out-of-fold ROC AUC with folds by patient, {clip_seconds:g} s clips; 0.5: indistinguishable. "
+           f"Reference: {ref}.", "",
+           _table(["comparison", "AUC", "clips"],
+                  [[f"{ref} half A vs generated (half B's findings)", r["auc_generated"],
+                    f"{r['n_real']} vs {r['n_generated']}"],
+                   [f"floor: {ref} half A vs half B", r["auc_floor"], "-"]]), "",
+           "### Murmur phase per condition (typical findings)", "",
+           f"log10 of the pitch band's power in systole over diastole; pass: systolic >= +{LR.PHASE_PASS}, "
+           f"diastolic <= -{LR.PHASE_PASS} (twice the power in its phase); continuous: the power just before "
+           f"and just after S2 both >= twice the late-diastolic floor (spans S2 >= {LR.PHASE_PASS}).", ""]
+    rows = [[c, p["timing"] or "no murmur", p["pitch"] or "-", p["generated"]["ratio"], p["generated"]["spans_s2"],
+             _verdict(p["generated"]["pass"]), p["simulator"]["ratio"], p["simulator"]["spans_s2"],
+             _verdict(p["simulator"]["pass"])] for c, p in sec["phase"].items()]
+    out += [_table(["condition (typical findings)", "timing", "pitch", "generated: sys/dia", "spans S2", "pass", "simulator: sys/dia",
+                    "spans S2", "pass"], rows), ""]
+    hr = sec["heart_rate"]
+    lo, hi = LR.HR_TARGET_RANGE
+    errors = ("median_abs_error_bpm", "median_abs_error_50_150_bpm")
+    rows = [[age] + a["measured"] + [a[k] for k in errors] for age, a in hr["by_age"].items()]
+    rows.append(["simulator (known answer)"] + ["-"] * len(hr["rates"]) + [hr["simulator"][k] for k in errors])
+    out += ["### Heart rate asked vs measured (no murmur)", "",
+            _table(["age group"] + [f"{r} bpm" for r in hr["rates"]] + ["median abs error", f"same, {lo}-{hi} bpm"],
+                   rows), "",
+            "### What-if grade sweep I..VI (holosystolic murmur, dB re S1/S2)", "",
+            "Each grade as the app's what-if from the grade II clip (same seed); the level is read on the base "
+            "clip's segmentation, as the edit holds the rhythm; S1/S2 onset shift and heart-rate change vs the "
+            "base clip.", ""]
+    rows = [[name, pitch] + [v["level_db_by_grade"].get(g) for g in range(1, 7)]
+            + [v[k] for k in ("swing_db", "spearman", "onset_shift_ms", "hr_change_bpm")]
+            for name, by_pitch in sec["grade"].items() for pitch, v in by_pitch.items()]
+    out += [_table(["what-if clips", "pitch"] + [f"grade {g}" for g in range(1, 7)]
+                   + ["I->VI dB", "Spearman", "S1/S2 shift ms", "HR change bpm"], rows), ""]
+    return out
 
 
 def _jsonable(x):
@@ -292,7 +351,7 @@ def _jsonable(x):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
         return x.item()
     if isinstance(x, float) and not np.isfinite(x):
         return None
@@ -402,7 +461,8 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
     rows: dict[str, dict | None] = {floor_name(real.source):
                                     H.quality_row(half_a, read_a, half_b, read_b, floor_pairs)}
     say("H-LDM metrics ...")
-    rows["H-LDM (ours)"] = model_row(pipe, evaluator, half_a, read_a, half_b, settings, ad_series=0)
+    generated = H.generate_clips(pipe, half_b.findings, "generated", seed=settings.seed, seconds=settings.seconds)
+    rows["H-LDM (ours)"] = model_row(pipe, evaluator, half_a, read_a, half_b, settings, gen=generated)
     placed = {}
     for label, p in others.items():
         flags = tuple(sorted(p.config.ablations))
@@ -431,6 +491,9 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
     aug = augmentation.run(pipe, train, real, seeds=range(settings.seed, settings.seed + settings.aug_seeds),
                            steps=settings.aug_steps, per_class=settings.aug_per_class, seconds=settings.seconds,
                            cfg=evaluator.cfg)
+    say("listener ...")
+    listener = LR.run(pipe, real, half_a, generated, settings.listener_seconds, settings.listener_seeds,
+                      settings.seed)
     say("figures ...")
     from hldm.clinical.knowledge_graph import default_graph
     from hldm.clinical.vocabulary import CONDITIONS
@@ -451,7 +514,7 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
            "evaluator_desc": evaluator_desc, "device": str(pipe.device),
            "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "evaluator_accuracy": accuracy, "rows": rows, "sweep": sweep, "counterfactual": cf,
-           "augmentation": aug, "wall_min": (time.perf_counter() - start) / 60}
+           "augmentation": aug, "listener": listener, "wall_min": (time.perf_counter() - start) / 60}
     (out / "report.md").write_text(render_markdown(ctx))
     (out / "metrics.json").write_text(json.dumps(_jsonable({k: v for k, v in ctx.items()}), indent=1))
     return out / "report.md"
