@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hldm.clinical.vocabulary import CONDITIONS, SUBSPACES, Findings
@@ -119,6 +120,33 @@ def _csv_row(name: str, g) -> dict:
     return {k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS}
 
 
+def write_export(pipe, requests: list[Findings], n: int, out, seed: int = 0, batch_size: int = 4,
+                 progress: Callable[[int, int], None] | None = None, **settings) -> None:
+    """n clips (seeds seed .. seed+n-1, cycling through `requests`) as a ZIP written to `out` (a path or a
+    binary file): clip_NNNN_<condition>.wav at 4 kHz, labels.csv (CSV_FIELDS) and labels.json (each clip's
+    record). settings: steps / guidance / sampler / seconds of `HLDMPipeline.generate`; progress(done, n)
+    after each batch. The app's export writes the same ZIP."""
+    from hldm.audio.io import wav_bytes
+
+    records, table = [], io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for start in range(0, n, batch_size):
+            idx = range(start, min(start + batch_size, n))
+            gens = pipe.generate([requests[i % len(requests)] for i in idx], seed=seed + start, **settings)
+            for i, g in zip(idx, gens):
+                label = (g.findings.condition or "custom").replace(" ", "_")
+                name = f"clip_{i:04d}_{label}.wav"
+                zf.writestr(name, wav_bytes(g.audio, g.sr))
+                writer.writerow(_csv_row(name, g))
+                records.append({"file": name, **g.to_json()})
+            if progress is not None:
+                progress(idx[-1] + 1, n)
+        zf.writestr("labels.csv", table.getvalue())
+        zf.writestr("labels.json", json.dumps({"subspaces": list(SUBSPACES), "clips": records}, indent=1))
+
+
 def export_main(argv: list[str]) -> int:
     """`python -m hldm export`: n clips -> ZIP of WAVs + labels.csv + labels.json (written atomically)."""
     parser = argparse.ArgumentParser(prog="python -m hldm export",
@@ -129,7 +157,6 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="output .zip")
 
     def body(args) -> int:
-        from hldm.audio.io import wav_bytes
         from hldm.pipeline import HLDMPipeline
 
         if args.n < 1 or args.batch_size < 1:
@@ -142,23 +169,8 @@ def export_main(argv: list[str]) -> int:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
         try:
-            records, table = [], io.StringIO()
-            writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for start in range(0, args.n, args.batch_size):
-                    idx = range(start, min(start + args.batch_size, args.n))
-                    gens = pipe.generate([requests[i % len(requests)] for i in idx], seed=args.seed + start,
-                                         **_settings(args))
-                    for i, g in zip(idx, gens):
-                        label = (g.findings.condition or "custom").replace(" ", "_")
-                        name = f"clip_{i:04d}_{label}.wav"
-                        zf.writestr(name, wav_bytes(g.audio, g.sr))
-                        writer.writerow(_csv_row(name, g))
-                        records.append({"file": name, **g.to_json()})
-                    print(f"{min(start + args.batch_size, args.n)}/{args.n} clips", file=sys.stderr)
-                zf.writestr("labels.csv", table.getvalue())
-                zf.writestr("labels.json", json.dumps({"subspaces": list(SUBSPACES), "clips": records}, indent=1))
+            write_export(pipe, requests, args.n, tmp, seed=args.seed, batch_size=args.batch_size,
+                         progress=lambda done, n: print(f"{done}/{n} clips", file=sys.stderr), **_settings(args))
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
