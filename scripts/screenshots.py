@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/screenshots.py --checkpoint checkpoints/default [--out docs/screenshots]
 
-Serves app.py in this process on a free loopback port, drives Debian's headless Chromium
+Serves the app (hldm.app.studio) in this process on a free loopback port, drives Debian's headless Chromium
 (/usr/bin/chromium) with Playwright through a mitral-regurgitation case, and writes
 main.png and what_if.png as palette PNGs (small enough to commit). Without a checkpoint
 the app runs its untrained demo model and the screenshots show its banner.
@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import app  # noqa: E402
+from hldm.app.studio import build_app, launch, load_pipeline  # noqa: E402
+from hldm.paths import DEFAULT_CHECKPOINT  # noqa: E402
 from hldm.ratings.store import RatingStore, default_db_path  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,19 +82,19 @@ def take(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", type=Path, default=app.DEFAULT_CHECKPOINT)
+    ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     ap.add_argument("--condition", default="mitral regurgitation")
     ap.add_argument("--new-grade", default="IV", help="the what-if: grade changed to this value")
     args = ap.parse_args(argv)
-    pipeline, banner = app.load_pipeline(args.checkpoint)
+    pipeline, banner = load_pipeline(args.checkpoint)
     if banner:
         print(f"WARNING: {banner} (looked in {args.checkpoint}); the screenshots will show it", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hldm-screenshots-") as tmp:
         ratings = RatingStore(default_db_path(tmp))  # the Rate tab needs a database; this one is thrown away
         port = free_port()
-        demo = app.build_app(pipeline, banner, ratings)
-        app.launch(demo, "127.0.0.1", port, block=False)
+        demo = build_app(pipeline, banner, ratings)
+        launch(demo, "127.0.0.1", port, block=False)
         try:
             sizes = take(f"http://127.0.0.1:{port}", args.out, args.condition, args.new_grade)
         finally:

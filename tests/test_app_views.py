@@ -1,4 +1,4 @@
-"""The app's figures and its pure helpers: shapes, marks, and refusals of malformed input."""
+"""The app's figures, its pure helpers and each tab's handlers: shapes, marks, and refusals of malformed input."""
 import numpy as np
 import pytest
 
@@ -71,12 +71,20 @@ def test_frames_per_second_matches_the_time_axis():
     assert app_views._extent(int(2 * FRAMES_PER_SECOND))[1] == pytest.approx(2.0)
 
 
-# ---------------------------------------------------------------- the app's handlers on a tiny random pipeline
+# ---------------------------------------------------------------- each tab's handlers on a tiny random pipeline
 
 import gradio as gr  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 import app  # noqa: E402
+from hldm.app import common, studio  # noqa: E402
+from hldm.app.design import DesignHandlers, load_examples  # noqa: E402
+from hldm.app.export import ExportHandlers  # noqa: E402
+from hldm.app.generate import GenerateHandlers  # noqa: E402
+from hldm.app.interpretability import InterpretabilityHandlers  # noqa: E402
+from hldm.app.quiz import QuizHandlers  # noqa: E402
+from hldm.app.upload import UPLOAD_MAX_SECONDS, UploadHandlers  # noqa: E402
+from hldm.app.what_if import WhatIfHandlers  # noqa: E402
 from hldm.clinical.vocabulary import CONDITIONS  # noqa: E402
 
 
@@ -94,23 +102,35 @@ FAST = [0, 2, 2.0, "ddim", 2.0]  # seed, steps, guidance, sampler, seconds
 
 
 @pytest.fixture(scope="module")
-def handlers():
+def pipeline():
     from hldm.models.hldm import HLDMConfig
     from hldm.pipeline import HLDMPipeline
 
-    return app.Handlers(HLDMPipeline.from_config(HLDMConfig.tiny()))
+    return HLDMPipeline.from_config(HLDMConfig.tiny())
+
+
+@pytest.fixture(scope="module")
+def design():
+    return DesignHandlers()
 
 
 def test_app_starts_on_the_untrained_model_with_a_banner_when_no_checkpoint(tmp_path):
     from hldm.ratings.store import RatingStore
 
-    pipeline, banner = app.load_pipeline(tmp_path / "empty")
-    assert banner == app.NO_CHECKPOINT_BANNER
+    pipeline, banner = studio.load_pipeline(tmp_path / "empty")
+    assert banner == studio.NO_CHECKPOINT_BANNER
     with RatingStore(tmp_path / "ratings.sqlite") as store:
-        demo = app.build_app(pipeline, banner, store)
+        demo = studio.build_app(pipeline, banner, store)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
     assert {"banner", "generate_btn", "wi_btn", "attn_plot", "upload_file", "quiz_new", "export_btn",
             "rate_start", "rate_report"} <= ids
+    api = {name: [p["parameter_name"] for p in e["parameters"]]
+           for name, e in demo.get_api_info()["named_endpoints"].items()}
+    assert {"/generate", "/what_if", "/edit", "/export"} <= set(api)
+    assert api["/generate"][:3] == ["condition", "murmur", "grade"]
+    assert api["/generate"][-5:] == ["seed", "steps", "guidance", "sampler", "seconds"]
+    assert api["/edit"][:2] == ["recording", "change"] and "strength" in api["/edit"]
+    assert not [name for names in api.values() for name in names if name.startswith("param_")]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -128,73 +148,80 @@ def test_main_refuses_a_bad_data_or_real_dir_before_loading_a_model(tmp_path, ca
     assert message in capsys.readouterr().err
 
 
-def test_every_condition_prefills_valid_findings_and_prompts(handlers):
+def test_every_condition_prefills_valid_findings_and_prompts(design):
     for condition in CONDITIONS:
-        values = handlers.prefill_condition(condition, *MR)
+        values = design.prefill_condition(condition, *MR)
         assert values[0] == condition
-        assert values[app.CONTROL_FIELDS.index("age_group")] == "adult"  # demographics kept
-        l1, l2, l3, status = handlers.preview(*values)
+        assert values[common.CONTROL_FIELDS.index("age_group")] == "adult"  # demographics kept
+        l1, l2, l3, status = design.preview(*values)
         assert status.startswith("✓") and l2 and l3, (condition, status)
 
 
-def test_contradictory_findings_are_reported_not_raised(handlers):
+def test_contradictory_findings_are_reported_not_raised(design):
     bad = list(MR)
-    bad[app.CONTROL_FIELDS.index("timing")] = "early-diastolic"
-    bad[app.CONTROL_FIELDS.index("grade")] = 6  # diastolic grades stop at IV
-    *_, status = handlers.preview(*bad)
+    bad[common.CONTROL_FIELDS.index("timing")] = "early-diastolic"
+    bad[common.CONTROL_FIELDS.index("grade")] = 6  # diastolic grades stop at IV
+    *_, status = design.preview(*bad)
     assert "not valid" in status and "grade" in status
+    no_murmur = list(MR)
+    no_murmur[common.CONTROL_FIELDS.index("murmur")] = "absent"  # mitral regurgitation always has one
+    *_, status = design.preview(*no_murmur)
+    assert "not valid" in status and "always has a murmur" in status
 
 
-def test_l2_edit_is_parsed_back_or_refused_with_a_message(handlers):
-    out = handlers.apply_l2("Grade IV/VI holosystolic plateau murmur, high-pitched, blowing, loudest at the mitral "
+def test_l2_edit_is_parsed_back_or_refused_with_a_message(design):
+    out = design.apply_l2("Grade IV/VI holosystolic plateau murmur, high-pitched, blowing, loudest at the mitral "
                             "area, radiating to the axilla.", *MR)
-    assert out[app.CONTROL_FIELDS.index("grade")] == 4 and out[-1].startswith("✓")
-    refused = handlers.apply_l2("Grade VI/IV early-diastolic decrescendo murmur.", *MR)
+    assert out[common.CONTROL_FIELDS.index("grade")] == 4 and out[-1].startswith("✓")
+    refused = design.apply_l2("Grade VI/IV early-diastolic decrescendo murmur.", *MR)
     assert "not applied" in refused[-1]
     assert all(isinstance(v, dict) for v in refused[:-1])  # gr.update(): controls untouched
 
 
-def test_examples_all_validate(handlers):
-    for ex in app.load_examples():
-        values = handlers.load_example(ex["name"], *MR)
-        assert handlers.preview(*values)[-1].startswith("✓"), ex["name"]
+def test_examples_all_validate(design):
+    for ex in load_examples():
+        values = design.load_example(ex["name"], *MR)
+        assert design.preview(*values)[-1].startswith("✓"), ex["name"]
 
 
-def test_generate_returns_4k_audio_an_8k_louder_copy_and_figures(handlers):
-    (sr4, a4), (sr8, a8), spec, info, interp = handlers.generate(*MR, *FAST, progress=_NoProgress())
+def test_generate_returns_4k_audio_an_8k_louder_copy_and_figures(pipeline):
+    (sr4, a4), (sr8, a8), spec, info, interp = GenerateHandlers(pipeline).generate(*MR, *FAST, progress=_NoProgress())
     assert (sr4, sr8) == (4000, 8000) and len(a8) == 2 * len(a4) == 2 * 8000
     assert a4.dtype == a8.dtype == np.int16
     assert _is_image(spec) and "cpu" in info and "2 steps" in info and "seed 0" in info
     assert interp["weights"].shape == (2, 4)
     # the Interpretability tab draws its figures when opened: w_i, the first layer's M_cardiac, the layer list
-    w_img, attn_img, layer = handlers.interpretability(interp, None)
+    views = InterpretabilityHandlers(pipeline)
+    w_img, attn_img, layer = views.interpretability(interp, None)
     assert _is_image(w_img) and _is_image(attn_img)
     assert layer["choices"] and layer["value"] == list(interp["attention"])[0]
     other = list(interp["attention"])[-1]
-    assert _is_image(handlers.attention_layer(interp, other))
-    assert handlers.interpretability(None, None)[:2] == (None, None)  # opened before any Generate
-    assert _is_image(handlers.fusion())
+    assert _is_image(views.attention_layer(interp, other))
+    assert views.interpretability(None, None)[:2] == (None, None)  # opened before any Generate
+    assert _is_image(views.fusion())
 
 
 def test_playback_copy_is_louder_8k_and_never_clips():
     t = np.arange(8000) / 4000
     quiet = (0.02 * np.sin(2 * np.pi * 50 * t) * (np.sin(2 * np.pi * 1.2 * t) > 0.9)).astype(np.float32)
-    (sr, x) = app.playback_copy(quiet, 4000)
+    (sr, x) = common.playback_copy(quiet, 4000)
     rms = lambda a: float(np.sqrt(np.mean(np.square(a.astype(np.float64) / 32767))))  # noqa: E731
     assert sr == 8000 and len(x) == 2 * len(quiet)
     assert rms(x) > 3 * rms(quiet) and np.abs(x).max() < 32767
     loud = np.clip(np.random.default_rng(0).normal(0, 0.5, 8000), -1, 1).astype(np.float32)
-    assert rms(app.playback_copy(loud, 4000)[1]) > 0.8 * float(np.sqrt(np.mean(loud.astype(np.float64) ** 2)))
+    assert rms(common.playback_copy(loud, 4000)[1]) > 0.8 * float(np.sqrt(np.mean(loud.astype(np.float64) ** 2)))
 
 
-def test_generate_refuses_out_of_range_settings(handlers):
+def test_generate_refuses_out_of_range_settings(pipeline):
+    handlers = GenerateHandlers(pipeline)
     with pytest.raises(gr.Error, match="steps"):
-        handlers.generate(*MR, 0, app.MAX_STEPS + 1, 2.0, "ddim", 2.0, progress=_NoProgress())
+        handlers.generate(*MR, 0, common.MAX_STEPS + 1, 2.0, "ddim", 2.0, progress=_NoProgress())
     with pytest.raises(gr.Error, match="sampler"):
         handlers.generate(*MR, 0, 2, 2.0, "euler", 2.0, progress=_NoProgress())
 
 
-def test_what_if_names_the_changed_field_and_every_subspace(handlers):
+def test_what_if_names_the_changed_field_and_every_subspace(pipeline):
+    handlers = WhatIfHandlers(pipeline)
     img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, True, *MR, *FAST, progress=_NoProgress())
     assert _is_image(img) and len(a) == len(b)
     assert "Changed findings: **grade**" in md
@@ -215,23 +242,24 @@ def test_what_if_names_the_changed_field_and_every_subspace(handlers):
     ("nan", "NaN"),
     ("long", "long"),
 ])
-def test_bad_uploads_are_refused_with_the_reason(handlers, tmp_path, content, reason):
+def test_bad_uploads_are_refused_with_the_reason(pipeline, tmp_path, content, reason):
     path = tmp_path / "upload.wav"
     if content == "silent":
         sf.write(path, np.zeros(8000, dtype=np.float32), 4000)
     elif content == "nan":
         sf.write(path, np.full(8000, np.nan, dtype=np.float32), 4000, subtype="FLOAT")
     elif content == "long":
-        sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(4000 * (app.UPLOAD_MAX_SECONDS + 1))), 4000)
+        sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(4000 * (UPLOAD_MAX_SECONDS + 1))), 4000)
     else:
         path.write_bytes(content)
-    box, state, play, spec, status = handlers.upload(str(path))
+    box, state, play, spec, status = UploadHandlers(pipeline).upload(str(path))
     assert box is None and state is None  # a refused file leaves the box, ready for the next
     assert "Upload refused" in status and reason.lower() in status.lower(), status
     assert str(tmp_path) not in status  # the server's temp path is not the user's business
 
 
-def test_upload_then_edit(handlers, tmp_path):
+def test_upload_then_edit(pipeline, tmp_path):
+    handlers = UploadHandlers(pipeline)
     path = tmp_path / "pcg.wav"
     rng = np.random.default_rng(0)
     sf.write(path, (rng.normal(0, 0.05, 8000) * np.sin(np.linspace(0, 12, 8000)) ** 8).astype(np.float32), 4000)
@@ -242,7 +270,8 @@ def test_upload_then_edit(handlers, tmp_path):
     assert _is_image(img) and sr == 4000 and len(edited) == len(audio)
 
 
-def test_quiz_scores_answers_and_reveals_the_annotated_case(handlers):
+def test_quiz_scores_answers_and_reveals_the_annotated_case():
+    handlers = QuizHandlers()
     case, counter, (sr, audio), _, _ = handlers.quiz_new(0)
     assert counter == 1 and sr == 8000 and len(audio) > 0
     truth = case["findings"]
@@ -254,13 +283,13 @@ def test_quiz_scores_answers_and_reveals_the_annotated_case(handlers):
     assert any(lab == "S1" for *_, lab in case["intervals"])
 
 
-def test_batch_export_zip_has_wavs_and_labels(handlers):
+def test_batch_export_zip_has_wavs_and_labels(pipeline):
     import csv
     import io
     import json
     import zipfile
 
-    path, status = handlers.export(3, 2.0, 7, *MR, 2, 2.0, "ddim", progress=_NoProgress())
+    path, status = ExportHandlers(pipeline).export(3, 2.0, 7, *MR, 2, 2.0, "ddim", progress=_NoProgress())
     with zipfile.ZipFile(path) as zf:
         wavs = sorted(n for n in zf.namelist() if n.endswith(".wav"))
         rows = list(csv.DictReader(io.StringIO(zf.read("labels.csv").decode())))
