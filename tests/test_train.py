@@ -328,7 +328,7 @@ def test_micro_run_trains_three_stages_and_exports_a_loadable_model_with_card(re
     assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in model.iterdir()}
     assert_bit_identical(model, reference / "finetune" / "final")  # the last stage's EMA weights
     card = (model / "README.md").read_text()
-    assert "## Data" in card and "0 real + 16 simulated (2 s each)" in card
+    assert "## Data" in card and "0 real + 0 augmented real" in card and "+ 16 simulated (2 s each)" in card
     for stage, steps in STEPS.items():
         row = next(line for line in card.splitlines() if line.startswith(f"| {stage} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]

@@ -58,6 +58,10 @@ CONDITIONS = (
     "tetralogy of Fallot",
 )
 
+# Where a training window came from (Model v2's source tag); sampling asks for "real".
+SOURCES = ("real", "augmented", "simulated")
+WINDOW_SOURCES = {"circor": "real", "augmented": "augmented", "sim": "simulated"}  # WindowItem "source" -> tag
+
 LOCATION_NAMES = {"AV": "aortic area", "PV": "pulmonic area", "TV": "tricuspid area", "MV": "mitral area"}
 
 # The four latent subspaces of the MS-VAE, in channel order (DESIGN.md "Signal and latent").

@@ -244,26 +244,29 @@ def _inspiration(t: np.ndarray | float, resp_hz: float, phase: float):
     return 0.5 * (1.0 + np.cos(2 * np.pi * resp_hz * np.asarray(t) + phase))
 
 
-def _beat_times(start: float, rr: float) -> dict:
-    sys_ = 0.33 * math.sqrt(rr)
+def beat_times(start: float, rr: float, systole: float | None = None) -> dict:
+    """One cardiac cycle's landmarks (s): S1 onset, S2 onset, next S1 onset, phase lengths.
+
+    Systole (S1 onset -> S2 onset) defaults to 0.33 * sqrt(RR); a real recording's
+    annotated systole can be given instead.
+    """
+    sys_ = 0.33 * math.sqrt(rr) if systole is None else float(systole)
     return dict(s1=start, s2=start + sys_, next=start + rr, sys=sys_, dia=rr - sys_,
                 s1_dur=min(0.12, 0.4 * sys_))
 
 
 def _heart_sounds(f: Findings, beats: list[dict], n: int, sr: int, rng: np.random.Generator,
-                  rng_extra: np.random.Generator, resp_hz: float,
-                  resp_phase: float) -> tuple[np.ndarray, list[float], list[float]]:
-    """The s1s2 component (before the stethoscope) and per-beat S2 split (ms) and S2 end times.
-
-    Extra sounds draw from their own stream, so adding one leaves S1 and S2 unchanged.
-    """
+                  resp_hz: float, resp_phase: float) -> tuple[np.ndarray, list[float], list[float], list[float]]:
+    """The S1/S2 part of the s1s2 component (before the stethoscope), per-beat amplitude,
+    S2 split (ms) and S2 end times."""
     g_s1, g_a2, g_p2 = (_db(x) for x in SITE_GAIN_DB[f.location])
     fixed = "fixed split S2" in f.extra_sounds
     fixed_split = rng.uniform(0.045, 0.055)
     buf = np.zeros(n)
-    splits, s2_ends = [], []
+    amps, splits, s2_ends = [], [], []
     for b in beats:
         amp = rng.uniform(0.9, 1.1)
+        amps.append(amp)
         m1 = b["s1"] + 0.01
         _add(buf, amp * g_s1 * _transient((rng.uniform(35, 50), rng.uniform(60, 90)), (1.0, 0.6),
                                           0.004, rng.uniform(0.016, 0.022), sr, rng), m1, sr)
@@ -278,7 +281,19 @@ def _heart_sounds(f: Findings, beats: list[dict], n: int, sr: int, rng: np.rando
         _add(buf, amp * g_p2 * 0.8 * _transient((rng.uniform(50, 70), rng.uniform(90, 130)), (1.0, 0.5),
                                                 0.003, rng.uniform(0.011, 0.015), sr, rng), a2 + split, sr)
         s2_ends.append(a2 + split + 0.06)
-        r = rng_extra
+    return buf, amps, splits, s2_ends
+
+
+def _extra_sounds(f: Findings, beats: list[dict], amps: list[float], n: int, sr: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Clicks, snap, S3 and S4 at their physiological times (before the stethoscope).
+
+    Their own random stream, so adding one leaves S1 and S2 unchanged.
+    """
+    buf = np.zeros(n)
+    r = rng
+    for b, amp in zip(beats, amps):
+        m1, a2 = b["s1"] + 0.01, b["s2"] + 0.01
         for sound, at, freqs, tau, level in (
                 ("ejection click", m1 + 0.05, (r.uniform(120, 180), r.uniform(220, 300)), 0.006, 0.5),
                 ("midsystolic click", b["s1"] + 0.55 * b["sys"], (r.uniform(120, 180), r.uniform(220, 300)),
@@ -288,7 +303,7 @@ def _heart_sounds(f: Findings, beats: list[dict], n: int, sr: int, rng: np.rando
                 ("S4", b["next"] - 0.09, (r.uniform(25, 35), r.uniform(38, 45)), 0.025, 0.3)):
             if sound in f.extra_sounds:
                 _add(buf, amp * level * _transient(freqs, (1.0, 0.5), 0.004, tau, sr, r), at, sr)
-    return buf, splits, s2_ends
+    return buf
 
 
 def _envelope_template(shape: str, u: np.ndarray, peak: float = 0.5) -> np.ndarray:
@@ -372,6 +387,37 @@ def _murmur(f: Findings, beats: list[dict], n: int, sr: int, rng: np.random.Gene
     return x, dict(murmur_db_target=target_db, pitch_band_hz=list(band), active=active)
 
 
+def _located_murmur(f: Findings, beats: list[dict], n: int, sr: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """_murmur as it reaches the recording site: damped and low-passed per step from its typical site."""
+    murmur, info = _murmur(f, beats, n, sr, rng)
+    steps = location_steps(f)
+    if steps:
+        murmur = sosfilt(butter(1, 600.0 / steps, btype="lowpass", fs=sr, output="sos"), murmur)
+        murmur *= _db(LOCATION_DB_PER_STEP * steps)
+    return murmur, info
+
+
+def _stethoscope(x: np.ndarray, sr: int) -> np.ndarray:
+    return sosfiltfilt(_bandpass(*STETHOSCOPE_BAND_HZ, sr), x)
+
+
+def render_additions(findings: Findings, beats: list[dict], n: int, seed: int) -> dict[str, np.ndarray]:
+    """The murmur and the extra sounds of `findings` for given beats, as a stethoscope hears them.
+
+    beats: `beat_times` dicts, e.g. from a real recording's segmentation. Levels are
+    relative to REF_PEAK (the M1 peak), so a caller scales them to its own heart sounds:
+    the murmur's RMS over its windows is GRADE_DB[grade] dB re REF_PEAK, minus the
+    location damping. Returns {"murmur": (n,), "extra": (n,)} float32, each zeros when absent.
+    """
+    f = complete_findings(_validated(findings))
+    r_murmur, r_extra = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    murmur = _located_murmur(f, beats, n, SAMPLE_RATE, r_murmur)[0] if f.murmur == "present" else np.zeros(n)
+    extra = _extra_sounds(f, beats, [1.0] * len(beats), n, SAMPLE_RATE, r_extra) * REF_PEAK
+    return {"murmur": _stethoscope(murmur, SAMPLE_RATE).astype(np.float32),
+            "extra": _stethoscope(extra, SAMPLE_RATE).astype(np.float32)}
+
+
 def _noise(n: int, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Recording noise at unit scale: white + pink (std 1) plus friction bursts (std 3)."""
     pink_frac = rng.uniform(0.3, 0.9)
@@ -426,10 +472,10 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
     rhythm = _rhythm(f.heart_rate, seconds, r_rhythm, resp_hz)
     starts, rrs = rhythm["starts"], rhythm["rr"].copy()
     rrs[:-1] = np.diff(starts)  # so each beat's end is exactly the next beat's start
-    beats = [_beat_times(s, rr) for s, rr in zip(starts, rrs)]
+    beats = [beat_times(s, rr) for s, rr in zip(starts, rrs)]
 
-    s1s2, splits, s2_ends = _heart_sounds(f, beats, n, sr, r_sounds, r_extra, resp_hz, rhythm["resp_phase"])
-    s1s2 *= REF_PEAK
+    s1s2, amps, splits, s2_ends = _heart_sounds(f, beats, n, sr, r_sounds, resp_hz, rhythm["resp_phase"])
+    s1s2 = (s1s2 + _extra_sounds(f, beats, amps, n, sr, r_extra)) * REF_PEAK
     if noise_level is None:
         noise_level = float(np.exp(r_noise.uniform(*np.log(NOISE_LEVEL_RANGE))))
     noise, noise_factors = _noise(n, sr, r_noise)
@@ -438,15 +484,11 @@ def simulate(findings: Findings | dict, seconds: float = 4.0, seed: int = 0,
     murmur_factors: dict = dict(murmur_db_target=None, murmur_rms_db=None, pitch_band_hz=None)
     murmur = np.zeros(n)
     if f.murmur == "present":
-        murmur, info = _murmur(f, beats, n, sr, r_murmur)
-        if steps:
-            murmur = sosfilt(butter(1, 600.0 / steps, btype="lowpass", fs=sr, output="sos"), murmur)
-            murmur *= _db(LOCATION_DB_PER_STEP * steps)
+        murmur, info = _located_murmur(f, beats, n, sr, r_murmur)
         active = info.pop("active")
         murmur_factors.update(info, active_fraction=float(active.mean()))
 
-    stetho = _bandpass(*STETHOSCOPE_BAND_HZ, sr)
-    s1s2, murmur, noise = (sosfiltfilt(stetho, x) for x in (s1s2, murmur, noise))
+    s1s2, murmur, noise = (_stethoscope(x, sr) for x in (s1s2, murmur, noise))
     noise *= REF_PEAK * float(noise_level) / max(np.std(noise), 1e-12)  # level as heard, bursts included
     comps = {"s1s2": s1s2.astype(np.float32), "murmur": murmur.astype(np.float32),
              "noise": noise.astype(np.float32)}

@@ -15,7 +15,14 @@ grade changed its denoising loss by 0.1 %).
 `LabelConditioner` embeds the categorical attributes only (no text, no graph): the
 label-conditional baseline and the "-Hierarchical" ablation.
 
-Both: `forward(findings, prompts=None, drop_mask=None) -> (c (B, D), hr (B,))`.
+Two optional attribute inputs (Model v2, off in older checkpoints' configs):
+`rate_features` gives the attribute source the heart rate itself (MiniLM reads "60 bpm"
+and "140 bpm" as nearly the same sentence, and the previous model played ~100 bpm
+whatever was asked), and `source_tag` embeds where a training window came from
+(SOURCES: real, augmented real, simulated), so sampling can ask for "real".
+
+Both: `forward(findings, prompts=None, drop_mask=None, sources=None) -> (c (B, D), hr (B,))`;
+`sources` (one SOURCES value per row) defaults to "real".
 hr is the heart rate in bpm (Medical Attention's cardiac period) and is never
 dropped: rhythm is always given. `drop_mask` (B,) bool replaces the selected
 rows of c by the learned unconditional embedding `null(B)` (condition dropout in
@@ -26,6 +33,7 @@ hldm.models.text_encoder); checkpoints hold only the fine-tuned top layer(s).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -42,6 +50,7 @@ from hldm.clinical.vocabulary import (
     PITCHES,
     QUALITIES,
     SHAPES,
+    SOURCES,
     TIMINGS,
     Findings,
 )
@@ -77,6 +86,8 @@ class ConditionConfig:
     fusion_init: tuple[float, float] = (1.0, 0.5)  # initial l1 (text), l2 (graph)
     label_embed_dim: int = 32
     attributes_init: float | None = 1.0  # initial l3 of the attribute source; None: text + graph only (paper)
+    rate_features: bool = False  # the heart rate as Fourier features of log2(bpm / 80) in the attributes
+    source_tag: bool = False  # an embedding of the window's source (real / augmented / simulated)
 
     def __post_init__(self):
         self.fusion_init = tuple(float(v) for v in self.fusion_init)
@@ -107,6 +118,28 @@ class ConditionConfig:
 def heart_rates(findings: list[Findings]) -> torch.Tensor:
     """(B,) float32 heart rate in bpm, read from the findings."""
     return torch.tensor([float(f.heart_rate) for f in findings], dtype=torch.float32)
+
+
+RATE_OCTAVES = 4  # Fourier features of log2(bpm / 80) at 1, 2, 4, 8 cycles per octave
+
+
+def rate_features(hr: torch.Tensor) -> torch.Tensor:
+    """Heart rate (B,) bpm -> (B, 2 * RATE_OCTAVES) sin/cos features of log2(bpm / 80); unknown (nan) = 80."""
+    x = torch.log2(torch.nan_to_num(hr, nan=80.0).clamp(20.0, 250.0) / 80.0)[:, None] * math.pi
+    freqs = 2.0 ** torch.arange(RATE_OCTAVES, dtype=hr.dtype, device=hr.device)
+    return torch.cat([torch.sin(x * freqs), torch.cos(x * freqs)], dim=-1)
+
+
+def source_indices(sources, batch: int) -> torch.Tensor:
+    """(B,) long index into SOURCES; None = every row "real" (what sampling asks for)."""
+    if sources is None:
+        return torch.zeros(batch, dtype=torch.long)
+    if len(sources) != batch:
+        raise ValueError(f"sources: {len(sources)} given for {batch} findings; need one each")
+    bad = sorted({s for s in sources if s not in SOURCES})
+    if bad:
+        raise ValueError(f"sources: unknown value {bad[0]!r}; allowed: {', '.join(SOURCES)}")
+    return torch.tensor([SOURCES.index(s) for s in sources], dtype=torch.long)
 
 
 def label_indices(findings: list[Findings]) -> torch.Tensor:
@@ -176,12 +209,12 @@ class ClinicalConditioner(_Conditioner):
         self.lambda_text = nn.Parameter(torch.tensor(cfg.fusion_init[0]))
         self.lambda_graph = nn.Parameter(torch.tensor(cfg.fusion_init[1]))
         if cfg.attributes_init is not None:
-            self.attributes = AttributeEncoder(cfg.label_embed_dim, cfg.dim)
+            self.attributes = AttributeEncoder(cfg)
             self.lambda_attributes = nn.Parameter(torch.tensor(float(cfg.attributes_init)))
         self.subgraphs = LRU(cfg.cache_size)  # Findings -> torch_geometric Data
 
     def forward(self, findings: list[Findings], prompts: list[Prompts] | None = None,
-                drop_mask: torch.Tensor | None = None):
+                drop_mask: torch.Tensor | None = None, sources=None):
         """-> (c (B, D), hr (B,)); prompts default to `build_prompts(findings)`."""
         batch = self._check(findings, prompts, drop_mask)
         if prompts is None:
@@ -193,7 +226,7 @@ class ClinicalConditioner(_Conditioner):
         dim = (self.cfg.dim,)
         c = self.lambda_text * F.layer_norm(f_text, dim) + self.lambda_graph * F.layer_norm(g_graph, dim)
         if self.cfg.attributes_init is not None:
-            c = c + self.lambda_attributes * F.layer_norm(self.attributes(findings), dim)
+            c = c + self.lambda_attributes * F.layer_norm(self.attributes(findings, sources), dim)
         return self._finish(c, findings, drop_mask)
 
     def fusion_weights(self) -> dict[str, float]:
@@ -212,18 +245,29 @@ class ClinicalConditioner(_Conditioner):
 
 
 class AttributeEncoder(nn.Module):
-    """Embeddings of the categorical attributes (LABEL_FIELDS) + MLP: findings -> (B, D)."""
+    """Embeddings of the categorical attributes (LABEL_FIELDS), optionally the heart rate's
+    Fourier features and the source tag, + MLP: findings -> (B, D)."""
 
-    def __init__(self, embed_dim: int, dim: int):
+    def __init__(self, cfg: ConditionConfig):
         super().__init__()
+        e = cfg.label_embed_dim
         self.embeddings = nn.ModuleDict(
-            {name: nn.Embedding(len(values) + 1, embed_dim) for name, values in LABEL_FIELDS.items()}
+            {name: nn.Embedding(len(values) + 1, e) for name, values in LABEL_FIELDS.items()}
         )
-        self.mlp = nn.Sequential(nn.Linear(len(LABEL_FIELDS) * embed_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        width = len(LABEL_FIELDS) * e
+        self.rate = nn.Linear(2 * RATE_OCTAVES, e) if cfg.rate_features else None
+        self.source = nn.Embedding(len(SOURCES), e) if cfg.source_tag else None
+        width += e * ((self.rate is not None) + (self.source is not None))
+        self.mlp = nn.Sequential(nn.Linear(width, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
 
-    def forward(self, findings: list[Findings]) -> torch.Tensor:
-        idx = label_indices(findings).to(self.mlp[0].weight.device)  # (B, 8)
+    def forward(self, findings: list[Findings], sources=None) -> torch.Tensor:
+        dev = self.mlp[0].weight.device
+        idx = label_indices(findings).to(dev)  # (B, 8)
         parts = [emb(idx[:, i]) for i, emb in enumerate(self.embeddings.values())]  # 8 x (B, e)
+        if self.rate is not None:
+            parts.append(self.rate(rate_features(heart_rates(findings).to(dev))))
+        if self.source is not None:
+            parts.append(self.source(source_indices(sources, len(findings)).to(dev)))
         return self.mlp(torch.cat(parts, dim=-1))  # (B, D)
 
 
@@ -232,13 +276,13 @@ class LabelConditioner(_Conditioner):
 
     def __init__(self, cfg: ConditionConfig):
         super().__init__(cfg)
-        self.attributes = AttributeEncoder(cfg.label_embed_dim, cfg.dim)
+        self.attributes = AttributeEncoder(cfg)
 
     def forward(self, findings: list[Findings], prompts: list[Prompts] | None = None,
-                drop_mask: torch.Tensor | None = None):
+                drop_mask: torch.Tensor | None = None, sources=None):
         """-> (c (B, D), hr (B,))."""
         self._check(findings, prompts, drop_mask)
-        return self._finish(self.attributes(findings), findings, drop_mask)
+        return self._finish(self.attributes(findings, sources), findings, drop_mask)
 
 
 def build_conditioner(cfg: ConditionConfig, graph=None) -> _Conditioner:

@@ -46,6 +46,8 @@ class DataConfig:
     sim_windows: int = 2000  # training windows for "sim" (and the cap for "mix")
     val_sim_windows: int = 128  # simulated validation windows ("sim" and "mix")
     max_real_windows: int = 0  # 0 = every CirCor training window; else a seeded subset
+    # Re-timed real windows with placed murmurs (hldm.data.augment), on top of the real ones ("circor", "mix").
+    augmented_windows: int = 0
     # Val windows overlap heavily (one per S1 onset); a seeded subset keeps each epoch's check cheap.
     max_val_windows: int = 0  # 0 = every CirCor validation window
     split_seed: int = 0  # patient-level split (hldm.data.circor.load_or_make_split)
@@ -170,7 +172,7 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.sim_fraction", f"must be in [0, 1), got {d.sim_fraction}")
     if d.seconds <= 0:
         raise ConfigError("data.seconds", f"must be > 0, got {d.seconds}")
-    for key in ("sim_windows", "val_sim_windows", "max_real_windows", "num_workers"):
+    for key in ("sim_windows", "val_sim_windows", "max_real_windows", "augmented_windows", "num_workers"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}", f"must be >= 0, got {getattr(d, key)}")
     for stage in STAGES:

@@ -34,7 +34,7 @@ class TrainData:
 
     @property
     def sim_fraction(self) -> float:
-        n = self.counts.get("train_real", 0) + self.counts.get("train_sim", 0)
+        n = sum(self.counts.get(k, 0) for k in ("train_real", "train_augmented", "train_sim"))
         return self.counts.get("train_sim", 0) / n if n else 0.0
 
     def card(self) -> dict:
@@ -109,22 +109,26 @@ def build_data(cfg: DataConfig, seed: int, log=print) -> TrainData:
     index = load_circor(circor_dir())
     split = load_or_make_split(index, seed=cfg.split_seed)
     split_sha = json.loads(manifest_path(index, cfg.split_seed).read_text())["split_sha256"]
-    real_train = _subset(CirCorWindows(index.recordings_of(split["train"]), seconds=cfg.seconds),
-                         cfg.max_real_windows, seed)
+    all_train = CirCorWindows(index.recordings_of(split["train"]), seconds=cfg.seconds)
+    real_train = _subset(all_train, cfg.max_real_windows, seed)
     real_val = _subset(CirCorWindows(index.recordings_of(split["val"]), seconds=cfg.seconds),
                        cfg.max_val_windows, seed + VAL_SEED_OFFSET)
+    parts = [real_train]
+    if cfg.augmented_windows:
+        from hldm.data.augment import AugmentedWindows
+
+        parts.append(MemoryCache(AugmentedWindows(all_train, cfg.augmented_windows, cfg.seconds, seed)))
+    counts = {"train_real": len(real_train), "train_augmented": cfg.augmented_windows, "train_sim": 0,
+              "val_real": len(real_val), "val_sim": 0}
     if source == "circor":
-        return TrainData(real_train, real_val, "circor", {"train_real": len(real_train), "train_sim": 0,
-                                                          "val_real": len(real_val), "val_sim": 0},
-                         split_sha256=split_sha, notice=notice)
+        return TrainData(ConcatDataset(parts), real_val, "circor", counts, split_sha256=split_sha, notice=notice)
     # n_sim / (n_real + n_sim) = sim_fraction
     n_sim = min(cfg.sim_windows, round(len(real_train) * cfg.sim_fraction / (1 - cfg.sim_fraction)))
-    parts, val_parts = [real_train], [real_val]
+    val_parts = [real_val]
     if n_sim:
         parts.append(_simulated(n_sim, cfg.seconds, seed))
     if cfg.val_sim_windows:
         val_parts.append(_simulated(cfg.val_sim_windows, cfg.seconds, seed + VAL_SEED_OFFSET))
     train, val = ConcatDataset(parts), ConcatDataset(val_parts)
-    return TrainData(train, val, "mix", {"train_real": len(real_train), "train_sim": n_sim,
-                                         "val_real": len(real_val), "val_sim": len(val) - len(real_val)},
+    return TrainData(train, val, "mix", {**counts, "train_sim": n_sim, "val_sim": len(val) - len(real_val)},
                      split_sha256=split_sha, notice=notice)

@@ -42,6 +42,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from hldm.clinical.vocabulary import WINDOW_SOURCES
 from hldm.train import distributed as D
 from hldm.train.config import STAGES, StageConfig, TrainConfig
 from hldm.train.data import TrainData, build_data
@@ -192,7 +193,8 @@ class DiffusionObjective(nn.Module):
             z0 = m.to_latent(batch["features"]).float()  # (B, 16, L)
         B, dev = z0.shape[0], z0.device
         drop = torch.rand(B, device=dev) < self.cond_dropout if step is not None else None
-        c, hr = m.cond(batch["findings"], batch["prompts"], drop_mask=drop)
+        c, hr = m.cond(batch["findings"], batch["prompts"], drop_mask=drop,
+                       sources=[WINDOW_SOURCES[s] for s in batch["source"]])
         hr = torch.where(torch.isfinite(hr) & (hr > 0), hr, torch.full_like(hr, DEFAULT_HEART_RATE))
         t = torch.randint(0, self.n_train, (B,), device=dev)
         noise = torch.randn_like(z0)
@@ -527,7 +529,8 @@ def model_card(cfg: TrainConfig, out: Path, data: TrainData, info: D.DistInfo, s
               + (" (CirCor DigiScope train split, patient-level 70/15/15, test patients never read)"
                  if card["source"] != "sim" else " (physiological simulator only)"),
               f"- training windows: {card['windows'].get('train_real', 0)} real + "
-              f"{card['windows'].get('train_sim', 0)} simulated ({cfg.data.seconds:g} s each); "
+              f"{card['windows'].get('train_augmented', 0)} augmented real (re-timed, placed murmurs; "
+              f"hldm.data.augment) + {card['windows'].get('train_sim', 0)} simulated ({cfg.data.seconds:g} s each); "
               f"simulated share {card['sim_fraction']:.1%} (config sim_fraction {cfg.data.sim_fraction:g})",
               f"- validation windows: {card['windows'].get('val_real', 0)} real + {card['windows'].get('val_sim', 0)} simulated",
               f"- split sha256: {card['split_sha256'] or 'n/a (no real data)'} (split seed {cfg.data.split_seed})"]
