@@ -81,13 +81,33 @@ def test_loss_finite_and_gradients_reach_every_parameter():
     vae = tiny().train()
     total, parts = vae.loss(torch.randn(4, 129, 37), labels(), 0.01)
     assert torch.isfinite(total)
-    assert set(parts) == {"recon", "kl", "beta", "corr", "hr", "s1s2", "murmur", "grade", "timing",
+    assert set(parts) == {"recon", "sharp", "kl", "beta", "corr", "hr", "s1s2", "murmur", "grade", "timing",
                           "noise", "disentangle", "total"}
     assert all(math.isfinite(v) for v in parts.values())
     assert parts["corr"] > 0 and parts["s1s2"] > 0
     total.backward()
     for name, p in vae.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_sharpness_charges_the_error_of_edges_and_texture_not_just_of_levels():
+    vae = tiny().eval()
+    feat = torch.randn(2, 129, 40)
+    _, plain = vae.loss(feat, None, 0.0)
+    vae.config.sharpness = 2.0
+    _, sharp = vae.loss(feat, None, 0.0)
+    assert plain["sharp"] == 0.0 and sharp["sharp"] > 0
+    assert sharp["total"] == pytest.approx(plain["total"] + 2.0 * sharp["sharp"], rel=1e-5)
+    # a level offset (the same error in every bin and frame) costs nothing extra; texture does
+    recon = vae(feat)["recon"].detach()
+    vae_out = vae.forward
+    vae.forward = lambda x: {**vae_out(x), "recon": x - 0.3}
+    _, level = vae.loss(feat, None, 0.0)
+    vae.forward = lambda x: {**vae_out(x), "recon": x + 0.3 * torch.randn_like(x)}
+    _, texture = vae.loss(feat, None, 0.0)
+    vae.forward = vae_out
+    assert level["sharp"] == pytest.approx(0.0, abs=1e-6) and texture["sharp"] > 0.3
+    assert recon.shape == feat.shape
 
 
 def test_unknown_labels_are_masked_out():

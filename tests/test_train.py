@@ -69,7 +69,7 @@ def test_ablation_presets_change_only_their_flags_and_the_ldm_budget(name):
     from hldm.train.trainer import model_config
 
     path = ABLATION_DIR / f"{name}.toml"
-    cpu, cfg = load_config("cpu"), load_config(path)
+    cpu, cfg = load_config("cpu_v1"), load_config(path)  # the study was run on the v1 recipe
     assert cfg.data == cpu.data and cfg.vae == cpu.vae and cfg.ldm.epochs == 2
     assert cfg.ldm.lr == cpu.ldm.lr and cfg.ldm.batch_size == cpu.ldm.batch_size
     model = model_config(cfg)
@@ -83,7 +83,7 @@ def test_ablation_presets_change_only_their_flags_and_the_ldm_budget(name):
 def test_shipped_budget_ablations_differ_from_the_shipped_preset_only_by_their_flags(name):
     from hldm.train.trainer import model_config
 
-    cpu, cfg = load_config("cpu"), load_config(ABLATION_DIR / "shipped_budget" / f"{name}.toml")
+    cpu, cfg = load_config("cpu_v1"), load_config(ABLATION_DIR / "shipped_budget" / f"{name}.toml")
     assert (cfg.data, cfg.vae, cfg.ldm) == (cpu.data, cpu.vae, cpu.ldm)
     flags = set(model_config(cfg).ablations)
     assert flags and flags == set(model_config(load_config(ABLATION_DIR / f"{name}.toml")).ablations)
@@ -423,6 +423,34 @@ def test_stage_2_reuses_a_trained_vae_under_a_new_denoiser_but_not_a_changed_vae
     shutil.copytree(reference / "vae", tmp_path / "run2" / "vae")
     other_vae = write_config(tmp_path / "vae.toml", model=with_model("vae", aux_hidden=8))
     assert train_cli("--stage", "ldm", "--config", other_vae, "--out", tmp_path / "run2") == 2
+    assert "aux_hidden" in capsys.readouterr().err
+
+
+def test_stage_1_continues_a_trained_vae_under_a_new_loss_but_refuses_another_shape(reference, tmp_path, capsys):
+    def with_vae(**values) -> dict:
+        return {**MICRO["model"], "vae": {**MICRO["model"]["vae"], **values}}
+
+    trained = reference / "vae" / "final"
+    cont = write_config(tmp_path / "cont.toml", model=with_vae(sharpness=1.0),
+                        vae={"init_from": str(trained), "decoder_only": True, "epochs": 1})
+    assert train_cli("--stage", "vae", "--config", cont, "--out", tmp_path / "run") == 0
+    before = {k: v for k, v in weights(trained).items() if k.startswith("vae.")}
+    after = weights(tmp_path / "run" / "vae" / "final")
+    # the encoder (and heads) are the trained ones, untouched: a denoiser fitted on their latents still fits
+    kept = [k for k in before if not k.startswith("vae.decoder.")]
+    assert kept and all(torch.equal(after[k], before[k]) for k in kept)
+    # the decoder started from the trained one and moved on (a fresh init would be far away)
+    moved = [k for k in before if k.startswith("vae.decoder.") and k.endswith("weight")]
+    assert any(not torch.equal(after[k], before[k]) for k in moved)
+    fresh = weights(reference / "vae" / "final")  # same shapes; distance check against a re-init below
+    torch.manual_seed(0)
+    from hldm.models.ms_vae import MSVAE, MSVAEConfig
+    init = MSVAE(MSVAEConfig(**{**MICRO["model"]["vae"], "channels": tuple(MICRO["model"]["vae"]["channels"])}))
+    k = moved[0]
+    assert (after[k] - fresh[k]).norm() < (init.state_dict()[k[len("vae."):]] - fresh[k]).norm()
+    capsys.readouterr()
+    wider = write_config(tmp_path / "wider.toml", model=with_vae(aux_hidden=8), vae={"init_from": str(trained)})
+    assert train_cli("--stage", "vae", "--config", wider, "--out", tmp_path / "run2") == 2
     assert "aux_hidden" in capsys.readouterr().err
 
 

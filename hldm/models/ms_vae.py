@@ -8,9 +8,16 @@ it only through the same pooling, so rhythm cannot carry frame-level detail.
 
 H-LDM stage-1 objective (per-element means):
 
-    L_VAE = |x - x_hat|_1 + beta(step) * KL(q(z|x) || N(0, I)) + delta * L_disentangle
+    L_VAE = |x - x_hat|_1 + sharpness * (|d_t x - d_t x_hat|_1 + |d_f x - d_f x_hat|_1)
+            + beta(step) * KL(q(z|x) || N(0, I)) + delta * L_disentangle
     L_disentangle = sum_{a != b} corr(zbar_a, zbar_b)^2 / n_pairs          (cross-subspace)
                   + L_hr(rhythm) + L_s1s2(s1s2) + L_murmur/grade/timing(murmur) + L_noise(noise)
+
+d_t and d_f are differences between neighbouring frames and bins. An L1 on x alone gives the
+conditional median, a smooth spectrogram: measured on 48 held-out windows, the v1 VAE's output
+had 4-6x smaller frame-to-frame and bin-to-bin variation than real ones and a floor between the
+heart sounds 3-5 dB too loud below 112 Hz, and a classifier told its round trip from real
+recordings at AUC 0.91 (Griffin-Lim alone: 0.54); the difference terms pay for edges and texture.
 
 where zbar are per-clip time means of mu and corr is the batch correlation between
 channels of different subspaces. Each auxiliary head reads only its own subspace,
@@ -101,6 +108,7 @@ class MSVAEConfig:
     beta_max: float = 0.01
     kl_anneal_steps: int = 2000
     delta: float = 0.1
+    sharpness: float = 0.0  # weight of the L1 on frame-to-frame and bin-to-bin differences (module docstring)
     aux_hidden: int = 64
     hr_mean: float = 100.0  # heart-rate target is (bpm - hr_mean) / hr_std
     hr_std: float = 40.0
@@ -256,7 +264,7 @@ class MSVAE(nn.Module):
 
         labels: the window labels (see docs/ARCHITECTURE.md), batched; missing keys,
         nan and -1 entries are left out of their term. Returns (total, parts) with
-        parts = recon, kl, beta, corr, hr, s1s2, murmur, grade, timing, noise, disentangle, total.
+        parts = recon, sharp, kl, beta, corr, hr, s1s2, murmur, grade, timing, noise, disentangle, total.
         """
         cfg = self.config
         if (beta is None) == (step is None):
@@ -267,7 +275,9 @@ class MSVAE(nn.Module):
             raise ValueError(f"beta: got the int {beta}; pass a float KL weight, or step={beta} for annealing")
         out = self(feat)
         mu, logvar = out["mu"], out["logvar"]
-        recon = (out["recon"] - feat).abs().mean()
+        err = out["recon"] - feat  # (B, 129, T)
+        recon = err.abs().mean()
+        sharp = (err.diff(dim=-1).abs().mean() + err.diff(dim=-2).abs().mean()) if cfg.sharpness else err.new_zeros(())
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
 
         corr = cross_subspace_correlation(mu)
@@ -275,8 +285,8 @@ class MSVAE(nn.Module):
             corr = corr.detach()  # still reported: it is the ablation's disentanglement metric
         aux = self._aux_losses(out["aux"], labels or {}, feat)
         disentangle = sum(aux.values()) + (corr if cfg.disentangle else 0.0)
-        total = recon + beta * kl + cfg.delta * disentangle
-        parts = {"recon": recon, "kl": kl, "beta": beta, "corr": corr, **aux,
+        total = recon + cfg.sharpness * sharp + beta * kl + cfg.delta * disentangle
+        parts = {"recon": recon, "sharp": sharp, "kl": kl, "beta": beta, "corr": corr, **aux,
                  "disentangle": disentangle, "total": total}
         return total, {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
 

@@ -43,6 +43,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from hldm.clinical.vocabulary import WINDOW_SOURCES
+from hldm.paths import REPO
 from hldm.train import distributed as D
 from hldm.train.config import STAGES, StageConfig, TrainConfig
 from hldm.train.data import TrainData, build_data
@@ -104,15 +105,29 @@ def _comparable(model_cfg: dict) -> dict:
     return d
 
 
+def _vae_shape(vae_cfg) -> dict:
+    """What decides a VAE's tensors (not its loss weights), for continuing one under a new loss."""
+    d = vae_cfg.to_dict()
+    return {k: d[k] for k in ("n_bins", "channels", "blocks_per_stage", "latent_per_subspace", "time_downsample",
+                              "rhythm_pool", "aux_hidden")}
+
+
 def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device) -> nn.Module:
-    """Stage 1 builds a fresh HLDM. Stage 2 builds one too and takes only the VAE from stage 1, whose
+    """Stage 1 builds a fresh HLDM (its VAE taken from `[vae] init_from` when set). Stage 2 builds one too and takes only the VAE from stage 1, whose
     denoiser and conditioner were never trained, so a new denoiser design can reuse a trained VAE.
     Stage 3 starts from stage 2's EMA weights, whole."""
     from hldm.models.checkpoint import load_into
     from hldm.models.hldm import HLDM, load_checkpoint
 
     if stage == "vae":
-        return HLDM(model_config(cfg)).to(device)
+        model = HLDM(model_config(cfg))
+        if cfg.vae.init_from:
+            init = Path(cfg.vae.init_from)
+            init = init if init.is_absolute() else REPO / init
+            (previous, state), asked = load_checkpoint(init), model_config(cfg)
+            check_config(_vae_shape(previous.vae), _vae_shape(asked.vae), f"the VAE of {init}")
+            load_into({"vae": model.vae}, {k: v for k, v in state.items() if k.startswith("vae.")})
+        return model.to(device)
     prev = STAGES[STAGES.index(stage) - 1]
     prev_dir = out / prev / "final"
     if not prev_dir.is_dir():
@@ -139,11 +154,26 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 class VAEObjective(nn.Module):
-    """Stage 1. forward(batch, step) -> (loss, parts); step None = validation (final KL weight)."""
+    """Stage 1. forward(batch, step) -> (loss, parts); step None = validation (final KL weight).
 
-    def __init__(self, model: nn.Module):
+    decoder_only: only the decoder trains; the encoder (in eval mode, as stage 2 uses it) and
+    the heads stay as they were, so every latent a trained denoiser was fitted on keeps its
+    meaning and the new decoder renders that denoiser's samples.
+    """
+
+    def __init__(self, model: nn.Module, decoder_only: bool = False):
         super().__init__()
         self.vae = model.vae
+        self.decoder_only = decoder_only
+        if decoder_only:
+            for name, p in self.vae.named_parameters():
+                p.requires_grad_(name.startswith("decoder."))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.decoder_only:
+            self.vae.encoder.eval()
+        return self
 
     def forward(self, batch: dict, step: int | None):
         vae = self.vae
@@ -177,6 +207,7 @@ class DiffusionObjective(nn.Module):
         self.n_train = int(dcfg.n_train)
         self.prediction_type = dcfg.prediction_type
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(self.n_train).float(), persistent=False)
+        self._mu: dict[tuple, torch.Tensor] = {}  # window key -> its VAE posterior mean (16, L), CPU
         for p in model.vae.parameters():
             p.requires_grad_(False)
 
@@ -185,12 +216,31 @@ class DiffusionObjective(nn.Module):
         self.model.vae.eval()  # frozen: its posterior mean is the data
         return self
 
+    @torch.no_grad()
+    def latents(self, batch: dict) -> torch.Tensor:
+        """z0 = mu * latent_scale of the batch's windows, (B, 16, L).
+
+        The VAE is frozen and every window is deterministic, so each window's mu is computed
+        once, in the first batch that holds it, and kept (16 x 125 floats a 4 s window, ~90 MB
+        for 11,500 windows): later epochs skip the encoder. Keyed by the window's source and meta.
+        """
+        # A window without meta cannot be told from another: encoded every time, never kept.
+        keys = [(src, tuple(sorted(meta.items()))) if meta else None
+                for src, meta in zip(batch["source"], batch["meta"])]
+        todo = [i for i, k in enumerate(keys) if k is None or k not in self._mu]
+        fresh = {}
+        if todo:
+            mu, _ = self.model.vae.encode(batch["features"][todo])
+            fresh = dict(zip(todo, mu.float().cpu()))
+            self._mu.update({keys[i]: row for i, row in fresh.items() if keys[i] is not None})
+        mu = torch.stack([fresh[i] if i in fresh else self._mu[k] for i, k in enumerate(keys)])
+        return mu.to(batch["features"].device) * self.model.config.diffusion.latent_scale
+
     def forward(self, batch: dict, step: int | None):
         from hldm.diffusion.loss import diffusion_loss, q_sample, subspace_losses, training_target
 
         m = self.model
-        with torch.no_grad():
-            z0 = m.to_latent(batch["features"]).float()  # (B, 16, L)
+        z0 = self.latents(batch)  # (B, 16, L)
         B, dev = z0.shape[0], z0.device
         drop = torch.rand(B, device=dev) < self.cond_dropout if step is not None else None
         c, hr = m.cond(batch["findings"], batch["prompts"], drop_mask=drop,
@@ -257,7 +307,7 @@ def estimate_latent_scale(objective: DiffusionObjective, loader, n_batches: int,
 def make_objective(stage: str, model: nn.Module, scfg: StageConfig, total: int, data: TrainData,
                    info: D.DistInfo) -> nn.Module:
     if stage == "vae":
-        return VAEObjective(model)
+        return VAEObjective(model, scfg.decoder_only)
     if stage == "ldm":
         return DiffusionObjective(model, total, scfg.cond_dropout,
                                   curriculum_end=scfg.curriculum_end if scfg.curriculum else None)
