@@ -29,6 +29,7 @@ HEART_SOUND_BAND_HZ = (25.0, 150.0)  # S1 and S2 carry most of their energy here
 FINE_HOP = 4  # 1 kHz envelope for timing: 1 bpm at 180 bpm is a 1.9 ms change of period
 HR_LAGS_S = (60 / 210, 60 / 36)  # the product's 40-200 bpm with room for the peak on both sides
 OCTAVE_SHARE = 0.8  # a shorter-lag autocorrelation peak this close to the best one is the period
+HALF_PERIOD_SHARE = 0.85  # odd multiples of a lag weaker than this share of its even ones: half a period
 COMB_TOLERANCE = 0.03  # a multiple of the period is looked for within 3 % of its lag
 MIN_SECONDS = 1.0
 S1, SYSTOLE, S2, DIASTOLE = 1, 2, 3, 4  # CirCor .tsv states
@@ -131,14 +132,20 @@ def _period_s(env: np.ndarray, rate: float) -> float:
         return float("nan")
     reach = max(hi, len(ac) // 2)
 
-    def comb(k: int) -> float:
+    def comb(k: int, first: int = 1, every: int = 1) -> float:
         # The tolerance grows with the multiple: beat-to-beat variation accumulates.
-        near = [ac[max(0, m - w):m + w + 1].max()
-                for m, w in ((m, max(2, round(COMB_TOLERANCE * m))) for m in range(k, reach + 1, k))]
-        return float(np.mean(near))
+        near = [ac[max(0, m - w):m + w + 1].max() for m, w in
+                ((m, max(2, round(COMB_TOLERANCE * m))) for m in range(first * k, reach + 1, every * k))]
+        return float(np.mean(near)) if near else float("nan")
 
     score = np.array([comb(k) for k in peaks])
     k = peaks[int(np.argmax(score >= OCTAVE_SHARE * score.max()))]
+    # Half a period when S1 and S2 are evenly spaced: its odd multiples are S1-S2 cross lags,
+    # weaker than the even ones (S1 on S1, S2 on S2), and the period is the peak near twice it
+    # (Only with two of each in reach, one of each is too noisy; the cross lags need not be even.)
+    longer = [q for q in peaks if abs(q - 2 * k) <= 0.1 * 2 * k]
+    if longer and 4 * k <= reach and comb(k, 1, 2) < HALF_PERIOD_SHARE * comb(k, 2, 2):
+        k = max(longer, key=lambda q: ac[q])
     # Parabolic interpolation between lags: the 1 ms lag grid alone is 1 bpm at 180 bpm.
     a, b, c = ac[k - 1], ac[k], ac[k + 1]
     shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
