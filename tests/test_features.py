@@ -82,3 +82,22 @@ def test_batched_inversion_with_a_seed_per_clip_equals_single_calls():
         assert np.allclose(both[k], invert(feat[k], n_iter=4, seed=s), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="seed"):
         invert(feat, n_iter=1, seed=[1, 2, 3])
+
+
+def test_speckle_gives_a_smooth_spectrogram_the_bin_to_bin_spread_of_a_recording():
+    rng = np.random.default_rng(0)
+    noise = (0.05 * rng.standard_normal(8000)).astype(np.float32)
+    real = to_features(noise)
+    smooth = real.mean(dim=-1, keepdim=True).expand_as(real).clone()  # what an L1 decoder tends to give
+    plain = to_features(invert(smooth, seed=3))
+    speckled = to_features(invert(smooth, seed=3, speckle=True))
+
+    def spread(f):  # mean |frame-to-frame change| of the log-magnitude
+        return float((f[..., 1:] - f[..., :-1]).abs().mean())
+
+    assert spread(speckled) > 1.3 * spread(plain)
+    assert spread(speckled) == pytest.approx(spread(real), rel=0.35)
+    np.testing.assert_array_equal(invert(smooth, seed=3, speckle=True), invert(smooth, seed=3, speckle=True))
+    batch = invert(torch.stack([smooth, smooth]), seed=[3, 4], speckle=True)
+    np.testing.assert_allclose(batch[0], invert(smooth, seed=3, speckle=True), atol=1e-5)
+    assert not np.allclose(batch[0], batch[1])

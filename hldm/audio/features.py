@@ -90,8 +90,26 @@ def _initial_phase(shape: tuple[int, ...], seed: int | Sequence[int]) -> torch.T
     return torch.from_numpy(np.stack([np.random.RandomState(int(s)).random(size=shape[1:]) for s in seeds]))
 
 
-def invert(feat: torch.Tensor | np.ndarray, n_iter: int = GL_ITERS, seed: int | Sequence[int] = 0) -> np.ndarray:
+RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))
+
+
+def _speckle(shape: tuple[int, ...], seed: int | Sequence[int]) -> torch.Tensor:
+    """Rayleigh factors of median 1, (B, 129, F): the magnitude spread of a noise's STFT bins."""
+    seeds = [int(seed)] * shape[0] if isinstance(seed, (int, np.integer)) else list(seed)
+    return torch.from_numpy(np.stack([np.random.default_rng([s, 1]).rayleigh(1.0, size=shape[1:])
+                                      for s in seeds]) / RAYLEIGH_MEDIAN).float()
+
+
+def invert(feat: torch.Tensor | np.ndarray, n_iter: int = GL_ITERS, seed: int | Sequence[int] = 0,
+           speckle: bool = False) -> np.ndarray:
     """Features (..., 129, T) -> waveform (..., T * 32) by fast Griffin-Lim; deterministic for a seed.
+
+    speckle: multiply the magnitudes by Rayleigh factors (median 1, seeded per clip) first. A
+    decoder trained with an L1 loss gives each bin its median, a spectrogram smoother than any
+    recording's (4-6x less frame-to-frame variation, measured on held-out CirCor windows) and
+    ~2 dB under its mean power; a noise's bins are Rayleigh-distributed around that median. On
+    48 held-out windows through the Model v2 VAE, a classifier told the round trip from real
+    recordings at AUC 0.89 without and 0.76 with speckle (Griffin-Lim alone: 0.54).
 
     Runs on feat's device: all clips at once on a GPU, GL_CPU_CHUNK at a time on CPU
     (a Python loop over clips is the slow way). An int seed draws the initial phases of
@@ -105,6 +123,8 @@ def invert(feat: torch.Tensor | np.ndarray, n_iter: int = GL_ITERS, seed: int | 
     # Re-append one frame so the centred inverse covers exactly frames * HOP samples.
     mag = torch.cat([mag, mag[..., -1:]], dim=-1).reshape(-1, N_BINS, frames + 1)  # (B, 129, F)
     phase = (2 * np.pi * _initial_phase(tuple(mag.shape), seed)).to(mag.device, torch.float32)
+    if speckle:
+        mag = mag * _speckle(tuple(mag.shape), seed).to(mag.device)
     chunk = mag.shape[0] if mag.is_cuda else GL_CPU_CHUNK
     audio = torch.cat([_griffin_lim(mag[i:i + chunk], phase[i:i + chunk], n_iter)
                        for i in range(0, mag.shape[0], chunk)])

@@ -53,6 +53,7 @@ class DiffusionConfig:
     steps: int = 20
     guidance: float = 3.0
     window_seconds: float = 4.0  # length of the training windows (generation may be longer)
+    speckle: bool = False  # Rayleigh speckle on the decoded magnitudes before Griffin-Lim (features.invert)
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:

@@ -74,8 +74,9 @@ class StageConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end of the stage
     log_every: int = 1  # steps between metric rows
-    # Stage 1 only: a pipeline dir (repo-relative or absolute) whose VAE weights the stage starts
-    # from, to continue a trained VAE under a new loss or data instead of from scratch. "" = fresh.
+    # A pipeline dir (repo-relative or absolute) whose weights the stage starts from instead of a
+    # fresh init: stage 1 takes its VAE, stage 2 its conditioner and U-Net (same model config and
+    # VAE required), to train further under a new loss, data or budget. "" = fresh.
     init_from: str = ""
     # Stage 1 only: train the decoder alone (the encoder, hence the latents a trained denoiser
     # was fitted on, stay as they were); with init_from, a sharper decoder for an existing model.

@@ -113,7 +113,8 @@ def _vae_shape(vae_cfg) -> dict:
 
 
 def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device) -> nn.Module:
-    """Stage 1 builds a fresh HLDM (its VAE taken from `[vae] init_from` when set). Stage 2 builds one too and takes only the VAE from stage 1, whose
+    """Stage 1 builds a fresh HLDM (its VAE taken from `[vae] init_from` when set). Stage 2 builds one too
+    (its conditioner and U-Net taken from `[ldm] init_from` when set, to train a denoiser further) and takes only the VAE from stage 1, whose
     denoiser and conditioner were never trained, so a new denoiser design can reuse a trained VAE.
     Stage 3 starts from stage 2's EMA weights, whole."""
     from hldm.models.checkpoint import load_into
@@ -141,6 +142,21 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     model = HLDM(wanted if stage == "ldm" else previous)
     modules = {"vae": model.vae} if stage == "ldm" else model.parts()
     load_into(modules, {k: v for k, v in state.items() if k.split(".", 1)[0] in modules})
+    if stage == "ldm" and cfg.ldm.init_from:
+        init = Path(cfg.ldm.init_from)
+        init = init if init.is_absolute() else REPO / init
+        (trained, trained_state) = load_checkpoint(init)
+        denoiser = ("cond", "unet", "diffusion")
+        check_config({k: v for k, v in _comparable(trained.to_dict()).items() if k in denoiser},
+                     {k: v for k, v in _comparable(wanted.to_dict()).items() if k in denoiser}, f"the model in {init}")
+        # Its latents must be these: the same encoder (a decoder trained further may differ).
+        encoder = [k for k in state if k.startswith("vae.") and not k.startswith("vae.decoder.")]
+        if not all(k in trained_state and torch.equal(trained_state[k], state[k]) for k in encoder):
+            raise ConfigMismatchError(["ldm.init_from"],
+                                      f"ldm.init_from: {init} was trained on another VAE encoder than {prev_dir}'s")
+        load_into({"cond": model.cond, "unet": model.unet},
+                  {k: v for k, v in trained_state.items() if k.split(".", 1)[0] in ("cond", "unet")})
+        model.config.diffusion.latent_scale = trained.diffusion.latent_scale  # the scale it was fitted at
     return model.to(device)
 
 
@@ -441,7 +457,7 @@ def train_stage(stage: str, cfg: TrainConfig, out: Path, data: TrainData, info: 
         total = min(total, scfg.max_steps)
 
     objective = make_objective(stage, model, scfg, total, data, info).to(dev)
-    if stage == "ldm" and state is None:
+    if stage == "ldm" and state is None and not scfg.init_from:
         loader = epoch_loader(data.train, sampler, 0, 0, scfg.batch_size, cfg.data.num_workers, cfg.seed)
         model.config.diffusion.latent_scale = estimate_latent_scale(
             objective, loader, scfg.latent_scale_batches, dev, info)
