@@ -231,27 +231,6 @@ def load_model(directory: str | os.PathLike) -> HLDM:
     return model.eval()
 
 
-def with_decoder(model_dir: str | os.PathLike, vae_dir: str | os.PathLike) -> HLDM:
-    """The model of `model_dir` with the VAE decoder (and VAE config) of `vae_dir`.
-
-    For a decoder trained further on the same encoder (`[vae] decoder_only`): the latents the
-    denoiser was fitted on are unchanged, so its samples are rendered by the new decoder. Refused
-    (CheckpointError) unless every other VAE tensor of the two is identical.
-    """
-    config, state = load_checkpoint(model_dir)
-    vae_config, vae_state = load_checkpoint(vae_dir)
-    shared = [k for k in state if k.startswith("vae.") and not k.startswith("vae.decoder.")]
-    differ = [k for k in shared if k not in vae_state or not torch.equal(state[k], vae_state[k])]
-    if differ:
-        raise CheckpointError(f"{vae_dir}: its VAE encoder differs from the one {model_dir}'s denoiser was "
-                              f"trained on ({len(differ)} tensors, e.g. {differ[0]}); only a decoder trained "
-                              f"on the same encoder can be swapped in")
-    state.update({k: v for k, v in vae_state.items() if k.startswith("vae.decoder.")})
-    model = HLDM(replace(config, vae=vae_config.vae))
-    load_into(model.parts(), state)
-    return model.eval()
-
-
 def load_checkpoint(directory: str | os.PathLike) -> tuple[HLDMConfig, dict[str, torch.Tensor]]:
     """The validated config and the raw "<module>.<key>" tensors of a `save_model` directory, without
     building the model (a caller that needs one module, e.g. stage 2 taking the VAE, loads only it)."""

@@ -98,10 +98,15 @@ def model_config(cfg: TrainConfig):
     return HLDMConfig.from_dict(d)
 
 
+GENERATION_DEFAULTS = ("sampler", "steps", "guidance", "speckle")  # diffusion keys training never reads
+
+
 def _comparable(model_cfg: dict) -> dict:
-    """A model config without what training itself sets (the latent scale), for comparisons."""
+    """A model config without what training itself sets (the latent scale) or never reads (the
+    generation defaults), for comparisons."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in model_cfg.items()}
-    d.get("diffusion", {}).pop("latent_scale", None)
+    for key in ("latent_scale", *GENERATION_DEFAULTS):
+        d.get("diffusion", {}).pop(key, None)
     return d
 
 
