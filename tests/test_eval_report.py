@@ -130,6 +130,7 @@ def test_quick_report_has_the_listener_section_with_the_simulator_known_answers(
     data = json.loads((quick_report / "metrics.json").read_text())["listener"]
     assert data["reference"] == "sim"
     assert 0 <= data["realism"]["auc_generated"] <= 1 and 0 <= data["realism"]["auc_floor"] <= 1
+    assert all(0 <= data["realism"][k] <= 1 for k in ("auc_griffin_lim", "auc_vae_round_trip"))
     assert set(data["phase"]) == set(CONDITIONS)
     for age in ("child", "adult"):
         row = data["heart_rate"]["by_age"][age]

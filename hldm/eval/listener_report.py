@@ -16,6 +16,7 @@ is known:
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import stats
 
 from hldm.clinical.knowledge_graph import default_graph
@@ -38,10 +39,30 @@ def _mean(values) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def realism(real: H.ClipSet, half_a: H.ClipSet, generated: H.ClipSet, seed: int) -> dict:
-    """AUC of real half A vs clips generated with half B's findings, and of half A vs half B."""
+def round_trips(pipe, clips: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Real clips through each stage that makes audio, to find where "not a recording" comes from:
+    the STFT inverted by Griffin-Lim alone, and the VAE's round trip (encode, decode, the model's
+    own inversion settings)."""
+    from hldm.audio.features import invert, normalize_loudness, to_features
+
+    feat = to_features(np.stack([normalize_loudness(a) for a in clips]))  # (N, 129, T)
+    m = pipe.model
+    with torch.no_grad():
+        rec = m.from_latent(m.to_latent(feat.to(pipe.device)), feat.shape[-1]).float().cpu()
+    seeds = list(range(len(clips)))
+    return {"griffin_lim": list(invert(feat, seed=seeds)),
+            "vae_round_trip": list(invert(rec, seed=seeds, speckle=m.config.diffusion.speckle))}
+
+
+def realism(pipe, real: H.ClipSet, half_a: H.ClipSet, generated: H.ClipSet, seed: int) -> dict:
+    """AUC of real half A vs clips generated with half B's findings, of half A vs half B (the floor),
+    and of half A vs half B sent through Griffin-Lim alone and through the VAE and back."""
+    half_b = real.subset([i for i, g in enumerate(real.groups) if g not in set(half_a.groups)])
+    trips = round_trips(pipe, half_b.audio)
     return {"auc_generated": L.realism_auc(half_a.audio, generated.audio, half_a.groups, generated.groups, seed),
             "auc_floor": L.realism_floor(real.audio, real.groups, seed),
+            **{f"auc_{name}": L.realism_auc(half_a.audio, clips, half_a.groups, half_b.groups, seed)
+               for name, clips in trips.items()},
             "n_real": len(half_a), "n_generated": len(generated)}
 
 
@@ -132,7 +153,7 @@ def run(pipe, real: H.ClipSet, half_a: H.ClipSet, generated: H.ClipSet, seconds:
     clips made with the other half's findings (the metrics table's); seconds and seeds size
     the phase, heart-rate and grade studies."""
     return {"reference": real.source, "seconds": seconds, "seeds": seeds,
-            "realism": realism(real, half_a, generated, seed),
+            "realism": realism(pipe, real, half_a, generated, seed),
             "phase": murmur_phase(pipe, seconds, seeds, seed),
             "heart_rate": heart_rate(pipe, seconds, seeds, seed),
             "grade": grade_sweep(pipe, seconds, seeds, seed)}

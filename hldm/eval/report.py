@@ -316,7 +316,11 @@ def listener_markdown(sec: dict, clip_seconds: float) -> list[str]:
            _table(["comparison", "AUC", "clips"],
                   [[f"{ref} half A vs generated (half B's findings)", r["auc_generated"],
                     f"{r['n_real']} vs {r['n_generated']}"],
-                   [f"floor: {ref} half A vs half B", r["auc_floor"], "-"]]), "",
+                   [f"floor: {ref} half A vs half B", r["auc_floor"], "-"],
+                   [f"{ref} half A vs half B through Griffin-Lim alone", r["auc_griffin_lim"], "-"],
+                   [f"{ref} half A vs half B through the VAE and back", r["auc_vae_round_trip"], "-"]]), "",
+           "The last two rows say where a generated clip's \"not a recording\" comes from: the inversion "
+           "alone, or the VAE's reconstruction (which no sampler can do better than).", "",
            "### Murmur phase per condition (typical findings)", "",
            f"log10 of the pitch band's power in systole over diastole; pass: systolic >= +{LR.PHASE_PASS}, "
            f"diastolic <= -{LR.PHASE_PASS} (twice the power in its phase); continuous: the power just before "
