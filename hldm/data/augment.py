@@ -5,7 +5,7 @@ real recording, re-timed and with a murmur placed in the right phase, keeps ever
 that makes it sound real (its stethoscope, chest, noise floor, breathing, S1/S2) and
 gains a finding it never had; its labels are exact by construction:
 
-1. Tempo (`retime`): the cycles after a window's S1 onset are re-timed to a new rate.
+1. Tempo (`retime_anchors`, `vocode`): the cycles after a window's S1 onset are re-timed to a new rate.
    S1 and S2 keep their length; systole (S1 onset -> S2 onset) scales with Weissler's
    electromechanical systole QS2 = 546 - 2.0 HR ms, so diastole takes most of the change,
    as it does in a heart; each RR keeps its ratio to the source's mean, so the natural
@@ -179,8 +179,7 @@ class AugmentedWindows(Dataset):
     Item i: a base window drawn with (seed, i), re-timed to a rate drawn log-uniform in
     RATE_RANGE, and, on a murmur-free canvas, given a condition's murmur (MURMUR_PROB)
     at a grade level relative to its own heart sounds. Same WindowItem dict as
-    CirCorWindows, source "augmented", plus `audio` (the crop, before loudness
-    normalisation) in meta-free form for inspection.
+    CirCorWindows, source "augmented", with the item index in its meta.
     """
 
     def __init__(self, base: CirCorWindows, n: int, seconds: float | None = None, seed: int = 0):
@@ -200,7 +199,7 @@ class AugmentedWindows(Dataset):
     def findings_at(self, i: int) -> Findings:
         return self[i]["findings"]
 
-    def _draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray, float]:
+    def _draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, np.ndarray]:
         """A canvas window, its source cycles and their re-timing, long enough for the window."""
         rate = float(np.exp(rng.uniform(*np.log(RATE_RANGE))))
         for _ in range(MAX_TRIES):
@@ -212,17 +211,15 @@ class AugmentedWindows(Dataset):
             anchors = retime_anchors(cycles, rate)
             need = int(np.searchsorted(anchors[:, 4], self.seconds)) + 1  # cycles covering the window
             if need <= len(anchors):
-                return j, cycles[:need], anchors[:need], rate
-        # Nothing long enough at this rate (a fast rate on short stretches): keep the source's own rate.
-        cycles = source_cycles(self.base.recordings[r].segmentation, onset)
-        rate = 60.0 / float(np.mean(cycles[:, 4] - cycles[:, 0]))
-        return j, cycles, retime_anchors(cycles, rate), rate
+                return j, cycles[:need], anchors[:need]
+        # Nothing long enough at this rate (a fast rate on short stretches): the last canvas at its own rate.
+        return j, cycles, retime_anchors(cycles, 60.0 / float(np.mean(cycles[:, 4] - cycles[:, 0])))
 
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} augmented windows")
         rng = np.random.default_rng([self.seed, i])
-        j, cycles, anchors, _ = self._draw(rng)
+        j, cycles, anchors = self._draw(rng)
         r, onset = self.base.windows[j]
         rec = self.base.recordings[r]
         pad = 0.05  # s of source context either side, so the STFT's edges fall outside the window

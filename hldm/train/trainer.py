@@ -110,6 +110,12 @@ def _comparable(model_cfg: dict) -> dict:
     return d
 
 
+def _init_dir(path: str) -> Path:
+    """A stage's `init_from`: absolute, or relative to the repository (as the presets write it)."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO / p
+
+
 def _vae_shape(vae_cfg) -> dict:
     """What decides a VAE's tensors (not its loss weights), for continuing one under a new loss."""
     d = vae_cfg.to_dict()
@@ -128,8 +134,7 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     if stage == "vae":
         model = HLDM(model_config(cfg))
         if cfg.vae.init_from:
-            init = Path(cfg.vae.init_from)
-            init = init if init.is_absolute() else REPO / init
+            init = _init_dir(cfg.vae.init_from)
             (previous, state), asked = load_checkpoint(init), model_config(cfg)
             check_config(_vae_shape(previous.vae), _vae_shape(asked.vae), f"the VAE of {init}")
             load_into({"vae": model.vae}, {k: v for k, v in state.items() if k.startswith("vae.")})
@@ -148,8 +153,7 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     modules = {"vae": model.vae} if stage == "ldm" else model.parts()
     load_into(modules, {k: v for k, v in state.items() if k.split(".", 1)[0] in modules})
     if stage == "ldm" and cfg.ldm.init_from:
-        init = Path(cfg.ldm.init_from)
-        init = init if init.is_absolute() else REPO / init
+        init = _init_dir(cfg.ldm.init_from)
         (trained, trained_state) = load_checkpoint(init)
         denoiser = ("cond", "unet", "diffusion")
         check_config({k: v for k, v in _comparable(trained.to_dict()).items() if k in denoiser},
