@@ -1,12 +1,10 @@
 """The ratings database: readers, sessions, clips and answers in one SQLite file.
 
-Standard-library `sqlite3`, WAL journal, `synchronous=FULL`: every write is one
-`BEGIN IMMEDIATE ... COMMIT` transaction, so an answer is either stored whole
-and durable when `record_answer` returns, or not at all (a crash or SIGKILL in
-between leaves the previous state). The schema version lives in
-`PRAGMA user_version`; a file from a newer version, a file that is not a
-ratings database, or a damaged one is refused with `RatingsError` before
-anything is written to it.
+The storage rules are hldm.sqlite_store's (WAL, one durable transaction per
+write, migrations by `PRAGMA user_version`): an answer is either stored whole
+and durable when `record_answer` returns, or not at all; a file from a newer
+version, a file that is not a ratings database, or a damaged one is refused
+with `RatingsError` before anything is written to it.
 
 One file, by default `hldm.paths.cache_dir() / "ratings.sqlite"`; never in the
 repository. A `RatingStore` can be shared by threads (one connection per thread,
@@ -17,20 +15,14 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from hldm.clinical.vocabulary import LOCATIONS, MURMUR_STATUS, TIMINGS, max_grade
-from hldm.paths import REPO, cache_dir
+from hldm.sqlite_store import SQLiteStore, StoreError
+from hldm.sqlite_store import now as _now
 
-SCHEMA_VERSION = 1
 DB_NAME = "ratings.sqlite"
-SQLITE_MAGIC = b"SQLite format 3\x00"
-BUSY_TIMEOUT_S = 30.0
 SOURCES = ("synthetic", "real")
 PLAUSIBILITY = (1, 2, 3, 4, 5)  # 1 = clearly not a heart sound, 5 = indistinguishable from a patient
 MAX_READER_NAME = 64
@@ -79,20 +71,18 @@ CREATE TABLE answers (
 );
 CREATE INDEX clips_key ON clips(clip_key);
 """
+MIGRATIONS = (SCHEMA,)  # MIGRATIONS[k]: version k -> k + 1
+SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = ("answers", "clips", "readers", "sessions")
 
 
-class RatingsError(Exception):
+class RatingsError(StoreError):
     """Anything the ratings layer refuses: bad input, unknown reader, duplicate answer, bad database."""
 
 
 def default_db_path(data_dir: str | Path | None = None) -> Path:
     """`<data_dir>/ratings.sqlite`; data_dir defaults to hldm.paths.cache_dir()."""
-    return (Path(data_dir) if data_dir is not None else cache_dir()) / DB_NAME
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return RatingStore.default_path(data_dir)
 
 
 @dataclass(frozen=True)
@@ -223,116 +213,14 @@ def clean_findings(d: dict) -> dict:
             for k, v in d.items()}
 
 
-def check_database(path: Path) -> int:
-    """Schema version of an existing ratings file (0 = empty), without writing to it.
-
-    RatingsError when it is not SQLite, damaged, not a ratings database, or newer than this code."""
-    with open(path, "rb") as fh:
-        head = fh.read(len(SQLITE_MAGIC))
-    if not head:
-        return 0
-    if head != SQLITE_MAGIC:
-        raise RatingsError(f"{path}: not an SQLite database (header {head[:16]!r}); file left untouched. "
-                           "Move it away or pass another --db path.")
-    # Without a -wal file the main file is the whole database: open it immutable, which creates no
-    # -wal/-shm side files. With one (a crash, or another process has it open) its pages count too.
-    wal = path.with_name(path.name + "-wal").exists()
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}", uri=True,
-                              timeout=BUSY_TIMEOUT_S)
-    except sqlite3.Error as exc:
-        raise RatingsError(f"{path}: cannot be opened ({exc}); file left untouched") from exc
-    try:
-        problems = [" ".join(r[0].split()) for r in con.execute("PRAGMA quick_check").fetchall()]
-        if problems != ["ok"]:
-            raise RatingsError(f"{path}: database is damaged ({'; '.join(problems[:3])}); file left untouched. "
-                               "Restore a backup or pass another --db path.")
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
-        raise RatingsError(f"{path}: database is damaged or not a database ({exc}); file left untouched. "
-                           "Restore a backup or pass another --db path.") from exc
-    finally:
-        con.close()
-    if version > SCHEMA_VERSION:
-        raise RatingsError(f"{path}: schema version {version} is newer than this code's {SCHEMA_VERSION}; "
-                           "update H-LDM Studio")
-    if version == 0 and tables:
-        raise RatingsError(f"{path}: an SQLite database that is not a ratings database "
-                           f"(tables {sorted(tables)}); file left untouched")
-    if version and not set(TABLES) <= tables:
-        raise RatingsError(f"{path}: ratings database lacks tables {sorted(set(TABLES) - tables)}; "
-                           "file left untouched")
-    return version
-
-
-class RatingStore:
+class RatingStore(SQLiteStore):
     """Readers, sessions, clips and answers in one SQLite file (see module docstring)."""
 
-    def __init__(self, path: str | Path | None = None):
-        path = Path(path) if path is not None else default_db_path()
-        if path.is_dir():
-            raise RatingsError(f"{path}: is a folder; give the database file (e.g. {path / DB_NAME})")
-        if path.resolve().is_relative_to(REPO):
-            raise RatingsError(f"{path}: inside the repository; ratings hold reader data and live outside it "
-                               f"(default {default_db_path()})")
-        if not path.parent.is_dir():
-            raise RatingsError(f"{path}: folder {path.parent} does not exist")
-        self.path = path
-        version = check_database(path) if path.exists() else 0
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []  # every thread's connection, so close() closes them all
-        self._closed = False
-        con = self._con()
-        con.execute("PRAGMA journal_mode = WAL")
-        if version < SCHEMA_VERSION:
-            with self._write() as con:
-                if con.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            con.execute(statement)
-                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    # -- connections --------------------------------------------------------------
-
-    def _con(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RatingsError(f"{self.path}: store is closed")
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA synchronous = FULL")
-            con.execute("PRAGMA foreign_keys = ON")
-            con.row_factory = sqlite3.Row
-            self._local.con = con
-            with self._lock:
-                self._all.append(con)
-        return con
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: taken with BEGIN IMMEDIATE (no lock upgrade deadlocks), all or nothing."""
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-    def close(self) -> None:
-        with self._lock:
-            cons, self._all, self._closed = self._all, [], True
-        for con in cons:
-            con.close()
-
-    def __enter__(self) -> "RatingStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    KIND = "ratings"
+    DB_NAME = DB_NAME
+    MIGRATIONS = MIGRATIONS
+    TABLES = TABLES
+    Error = RatingsError
 
     # -- readers ------------------------------------------------------------------
 
