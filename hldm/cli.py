@@ -14,6 +14,7 @@ COMMANDS = {
     "bench": ("hldm.bench:main", "latency / throughput benchmark"),
     "export": ("hldm.pipeline_cli:export_main", "batch export of clips + labels"),
     "ratings": ("hldm.ratings.cli:main", "expert rating sessions"),
+    "course": ("hldm.teaching.cli:main", "auscultation course: case acceptance per condition"),
 }
 
 

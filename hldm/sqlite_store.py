@@ -37,6 +37,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def checked_name(name, what: str, error: type[StoreError] = StoreError, max_len: int = 64) -> str:
+    """A person's name or code as stored: stripped, 1..max_len printable characters; `error` otherwise."""
+    name = str(name or "").strip()
+    if not name or len(name) > max_len or not name.isprintable():
+        raise error(f"{what}: {name!r}; allowed: 1..{max_len} printable characters (a name or code)")
+    return name
+
+
 def check_database(path: Path, kind: str, tables: tuple[str, ...], version_now: int,
                    error: type[StoreError] = StoreError) -> int:
     """Schema version of an existing `kind` database file (0 = empty), without writing to it.

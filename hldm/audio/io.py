@@ -97,7 +97,8 @@ def load_audio(src: str | os.PathLike | bytes, max_seconds: float = MAX_SECONDS,
     return resample(mono, sr, SAMPLE_RATE)
 
 
-def _pcm16(audio: np.ndarray) -> np.ndarray:
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """A mono waveform (N,) in [-1, 1] as the int16 samples a WAV of it holds (clipped, rounded)."""
     x = np.asarray(audio, dtype=np.float64)
     if x.ndim != 1:
         raise AudioError(f"audio: expected a mono waveform of shape (N,), got shape {x.shape}")
@@ -110,7 +111,7 @@ def _pcm16(audio: np.ndarray) -> np.ndarray:
 def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
     """A 16-bit PCM WAV of a mono waveform (N,), as bytes."""
     buf = io.BytesIO()
-    sf.write(buf, _pcm16(audio), int(sr), format="WAV", subtype="PCM_16")
+    sf.write(buf, pcm16(audio), int(sr), format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hldm.clinical.vocabulary import LOCATIONS, MURMUR_STATUS, TIMINGS, max_grade
-from hldm.sqlite_store import SQLiteStore, StoreError
+from hldm.sqlite_store import SQLiteStore, StoreError, checked_name
 from hldm.sqlite_store import now as _now
 
 DB_NAME = "ratings.sqlite"
@@ -345,7 +345,4 @@ def _clip(row: sqlite3.Row) -> Clip:
 
 
 def _reader_name(name) -> str:
-    name = str(name or "").strip()
-    if not name or len(name) > MAX_READER_NAME or not name.isprintable():
-        raise RatingsError(f"reader: {name!r}; allowed: 1..{MAX_READER_NAME} printable characters (a name or code)")
-    return name
+    return checked_name(name, "reader", RatingsError, MAX_READER_NAME)
