@@ -46,16 +46,28 @@ def normalize_loudness(audio: np.ndarray, target_rms: float = TARGET_RMS) -> np.
     return (audio * (target_rms / np.maximum(rms, 1e-8))).astype(np.float32)
 
 
+def stft(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Waveform (..., N) at 4 kHz -> the centred complex STFT (..., 129, N // 32 + 1) features are read from."""
+    x = torch.as_tensor(audio, dtype=torch.float32)
+    lead = x.shape[:-1]
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), N_FFT, HOP, window=torch.hann_window(N_FFT, device=x.device),
+                      center=True, return_complex=True)  # (B, 129, N // 32 + 1)
+    return spec.reshape(*lead, N_BINS, spec.shape[-1])
+
+
+def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
+    """`stft`'s inverse: (..., 129, length // 32 + 1) -> waveform (..., length); exact on an unmodified STFT."""
+    lead = spec.shape[:-2]
+    x = torch.istft(spec.reshape(-1, *spec.shape[-2:]), N_FFT, HOP,
+                    window=torch.hann_window(N_FFT, device=spec.device), center=True, length=length)
+    return x.reshape(*lead, length)
+
+
 def to_features(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Waveform (..., N) at 4 kHz -> features (..., 129, N // 32), float32."""
     x = torch.as_tensor(audio, dtype=torch.float32)
-    lead = x.shape[:-1]
-    x = x.reshape(-1, x.shape[-1])  # (B, N)
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT, device=x.device),
-                      center=True, return_complex=True)  # (B, 129, N//32 + 1)
-    spec = spec[..., : n_frames(x.shape[-1])]
-    feat = (torch.log(spec.abs() + LOG_EPS) + FEAT_OFFSET) / FEAT_SCALE
-    return feat.reshape(*lead, N_BINS, feat.shape[-1])
+    spec = stft(x)[..., : n_frames(x.shape[-1])]
+    return (torch.log(spec.abs() + LOG_EPS) + FEAT_OFFSET) / FEAT_SCALE
 
 
 def _magnitude(feat: torch.Tensor) -> torch.Tensor:
