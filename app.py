@@ -19,12 +19,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from hldm.app.studio import build_app, launch, load_pipeline  # noqa: E402
+from hldm.app.studio import build_app, launch, load_course, load_pipeline  # noqa: E402
+from hldm.models.checkpoint import CheckpointError  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT  # noqa: E402
 from hldm.ratings.session import real_recordings  # noqa: E402
 from hldm.ratings.store import RatingsError, RatingStore, default_db_path  # noqa: E402
+from hldm.sqlite_store import StoreError  # noqa: E402
+from hldm.teaching.cases import MAX_TRIES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                     help="pipeline directory (default: %(default)s)")
     ap.add_argument("--data-dir", type=Path, default=None,
-                    help=f"where the ratings database lives (default: {default_db_path().parent})")
+                    help=f"where the ratings and course databases live (default: {default_db_path().parent})")
     ap.add_argument("--real-dir", type=Path, default=None,
                     help="CirCor-layout folder of real recordings mixed blind into rating sessions")
     args = ap.parse_args(argv)
@@ -44,12 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     except RatingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    pipeline, banner = load_pipeline(args.checkpoint)
+    start = time.perf_counter()
+
+    def ready(error: BaseException | None) -> None:
+        if error is None:
+            print(f"model ready in {time.perf_counter() - start:.1f} s", flush=True)
+        else:
+            print(f"error: the model could not be loaded: {error}", file=sys.stderr, flush=True)
+
+    try:
+        pipeline, banner = load_pipeline(args.checkpoint, on_ready=ready)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if banner:
         print(f"WARNING: {banner} (looked in {args.checkpoint})", file=sys.stderr)
     print(f"H-LDM Studio on http://{args.host}:{args.port}  (device: {pipeline.device}; ratings: {ratings.path}"
           f"{f'; {len(real)} real recordings' if real else ''})", flush=True)
-    launch(build_app(pipeline, banner, ratings, real), args.host, args.port)
+    launch(build_app(pipeline, banner, ratings, real, course), args.host, args.port)
     return 0
 
 

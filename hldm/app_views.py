@@ -158,3 +158,55 @@ def fusion_image(weights: Mapping[str, float]) -> np.ndarray:
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_title("Condition fusion weights", fontsize=10)
     return _to_image(fig)
+
+
+# ----------------------------------------------------------------------------- the course
+
+QUESTION_COLORS = {"category": "#1f77b4", "findings": "#ff7f0e", "description": "#2ca02c", "diagnosis": "#d62728"}
+
+
+def progress_image(history: Sequence[Mapping[str, float]], attributes: Mapping[str, float],
+                   window: int = 10) -> np.ndarray:
+    """A learner's progress: per question, the running accuracy over their last `window` answers
+    (history: each answer's {question: score 0..1}, oldest first), beside accuracy per finding."""
+    fig = _figure(11, 3.4, left=0.06, right=0.98, bottom=0.2, wspace=0.35)
+    ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for q, color in QUESTION_COLORS.items():
+        xs = [k + 1 for k, h in enumerate(history) if q in h]
+        ys = np.array([h[q] for h in history if q in h], dtype=np.float64)
+        if len(ys):
+            running = np.convolve(ys, np.ones(window), "full")[: len(ys)] / np.minimum(np.arange(1, len(ys) + 1), window)
+            ax.plot(xs, running, color=color, label=q, marker="o" if len(ys) < 30 else None, ms=3)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("answer number")
+    ax.set_ylabel(f"accuracy (last {window})")
+    ax.set_title("Accuracy per question over time", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    names = [k for k, v in attributes.items() if np.isfinite(v)]
+    bars = bx.bar(names, [attributes[k] for k in names], color="#7f7f7f")
+    bx.bar_label(bars, fmt="%.0f%%", labels=[f"{100 * attributes[k]:.0f}%" for k in names], fontsize=8)
+    bx.set_ylim(0, 1.1)
+    bx.tick_params(axis="x", labelrotation=30, labelsize=8)
+    bx.set_title("Accuracy per finding", fontsize=10)
+    return _to_image(fig)
+
+
+def screening_image(attempts: Sequence[tuple[str, Mapping[str, float]]]) -> np.ndarray:
+    """Screening results side by side: attempts (label, {question: accuracy}) oldest first, one bar group
+    per question (a pre/post comparison when the same test was taken again)."""
+    fig = _figure(8, 3.2, left=0.08, bottom=0.14)
+    ax = fig.add_subplot()
+    questions = list(QUESTION_COLORS)
+    width = 0.8 / max(1, len(attempts))
+    for k, (label, scores) in enumerate(attempts):
+        xs = np.arange(len(questions)) + (k - (len(attempts) - 1) / 2) * width
+        bars = ax.bar(xs, [scores.get(q, np.nan) for q in questions], width, label=label,
+                      alpha=0.45 + 0.55 * (k + 1) / len(attempts), color="#1f77b4")
+        ax.bar_label(bars, labels=[f"{100 * scores.get(q, np.nan):.0f}%" for q in questions], fontsize=7)
+    ax.set_xticks(np.arange(len(questions)), questions)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Screening test: score per question" + (" (earlier attempts lighter)" if len(attempts) > 1 else ""),
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper right", ncol=min(3, len(attempts)))
+    return _to_image(fig)

@@ -82,7 +82,7 @@ from hldm.app.design import DesignHandlers, load_examples  # noqa: E402
 from hldm.app.export import ExportHandlers  # noqa: E402
 from hldm.app.generate import GenerateHandlers  # noqa: E402
 from hldm.app.interpretability import InterpretabilityHandlers  # noqa: E402
-from hldm.app.quiz import QuizHandlers  # noqa: E402
+from hldm.app.course import ANSWER_FIELDS, CourseHandlers  # noqa: E402
 from hldm.app.upload import UPLOAD_MAX_SECONDS, UploadHandlers  # noqa: E402
 from hldm.app.what_if import WhatIfHandlers  # noqa: E402
 from hldm.clinical.vocabulary import CONDITIONS  # noqa: E402
@@ -122,7 +122,7 @@ def test_app_starts_on_the_untrained_model_with_a_banner_when_no_checkpoint(tmp_
     with RatingStore(tmp_path / "ratings.sqlite") as store:
         demo = studio.build_app(pipeline, banner, store)
     ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
-    assert {"banner", "generate_btn", "wi_btn", "attn_plot", "upload_file", "quiz_new", "export_btn",
+    assert {"banner", "generate_btn", "wi_btn", "attn_plot", "upload_file", "course_next", "export_btn",
             "rate_start", "rate_report"} <= ids
     api = {name: [p["parameter_name"] for p in e["parameters"]]
            for name, e in demo.get_api_info()["named_endpoints"].items()}
@@ -270,17 +270,40 @@ def test_upload_then_edit(pipeline, tmp_path):
     assert _is_image(img) and sr == 4000 and len(edited) == len(audio)
 
 
-def test_quiz_scores_answers_and_reveals_the_annotated_case():
-    handlers = QuizHandlers()
-    case, counter, (sr, audio), _, _ = handlers.quiz_new(0)
-    assert counter == 1 and sr == 8000 and len(audio) > 0
-    truth = case["findings"]
-    right = handlers.quiz_check(case, truth["grade"] or "none", truth["timing"] or "none", truth["location"],
-                                truth["condition"])
-    wrong = handlers.quiz_check(case, "none" if truth["grade"] else 2, "continuous", None, None)
-    assert "Score: 4 / 4" in right[0] and "Score: 0 / 4" in wrong[0]
-    assert _is_image(right[1])
-    assert any(lab == "S1" for *_, lab in case["intervals"])
+def test_course_case_is_scored_stored_and_revealed_on_a_timeline(pipeline, tmp_path):
+    from hldm.teaching.course import Course
+    from hldm.teaching.course_store import CourseStore
+    from hldm.teaching.scoring import category, description
+
+    course = Course(pipeline, CourseStore(tmp_path / "course.sqlite"), tmp_path / "cases", verifier=None, seconds=3.0)
+    h = CourseHandlers(course)
+    learner, _ = h.sign_in("  Ana ")
+    with pytest.raises(gr.Error, match="Sign in first"):
+        h.practice_next(None, "Random cases")
+    state, header, (sr, audio), (sr_half, half), note, *rest = h.practice_next(learner, "Random cases")
+    assert sr == sr_half == 8000 and abs(len(half) - 2 * len(audio)) < 0.05 * len(audio)  # half speed, same rate
+    assert "Simulator clip" in note and "no evaluator" in note
+    f = state["findings"]
+    present = f["murmur"] == "present"
+    right = {"category": category(f), "description": description(f), "diagnosis": f["condition"],
+             "location": f["location"], "extra_sounds": f["extra_sounds"],
+             **{k: (f[k] if present else "none") for k in ("timing", "shape", "grade", "pitch", "quality")}}
+    state, md, spec, timeline = h.practice_check(state, *[right[k] for k in ANSWER_FIELDS])
+    assert "Score 100%" in md and _is_image(spec) and 'class="hldm-tl-iv hldm-tl-S1"' in timeline
+    with pytest.raises(gr.Error, match="already answered|is answered"):
+        h.practice_check(state, *[right[k] for k in ANSWER_FIELDS])
+    text, plot, _ = h.progress(learner)
+    assert "1 case(s) answered, mean score 100%" in text and _is_image(plot)
+
+
+def test_a_model_case_regenerates_bit_for_bit_from_its_seed(pipeline):
+    # What case-set import stands on: the same model, findings and seed give the same clip hash.
+    from hldm.teaching.cases import practice_spec, regenerate
+
+    spec = practice_spec(4)
+    first, again = (regenerate(pipeline, spec, "model", 11, seconds=2.0, steps=2) for _ in range(2))
+    other = regenerate(pipeline, spec, "model", 12, seconds=2.0, steps=2)
+    assert first.sha256 == again.sha256 != other.sha256
 
 
 def test_batch_export_zip_has_wavs_and_labels(pipeline):

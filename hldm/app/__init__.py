@@ -4,7 +4,7 @@
     design.py           the patient being designed: findings controls, L1/L2/L3 prompts, sampling settings
     generate.py         Generate tab + /generate        what_if.py   What-if tab + /what_if
     interpretability.py w_i, M_cardiac, fusion weights  upload.py    Your recording tab + /edit
-    quiz.py             Teaching quiz tab               export.py    Batch export tab + /export
+    course.py           Course tab + /course_*          export.py    Batch export tab + /export
     api.py              named, typed API parameters (`findings_api`) and file outputs
     common.py           limits, controls <-> findings, audio outputs, settings checks
 

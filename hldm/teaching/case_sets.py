@@ -58,6 +58,28 @@ class CaseSet:
         return cls(str(name), model, float(seconds), steps,
                    tuple(SetCase(c.spec, c.source, c.render_seed, c.sha256) for c in cases))
 
+    @classmethod
+    def from_body(cls, doc: dict) -> "CaseSet":
+        """A set from its JSON body (`body()`), every case's findings validated; CaseSetError otherwise."""
+        try:
+            cases = doc["cases"]
+            if not isinstance(cases, list) or not 1 <= len(cases) <= MAX_CASES:
+                raise CaseSetError(f"cases: {len(cases) if isinstance(cases, list) else cases!r}; "
+                                   f"a set holds 1..{MAX_CASES} cases")
+            out = []
+            for k, c in enumerate(cases):
+                if c["source"] not in SOURCES:
+                    raise CaseSetError(f"case {k + 1}: source {c['source']!r}; allowed: {', '.join(SOURCES)}")
+                try:
+                    spec = CaseSpec.of(c["findings"], c["seed"])
+                except (FindingsError, ValueError, TypeError) as exc:
+                    raise CaseSetError(f"case {k + 1}: {exc}") from None
+                out.append(SetCase(spec, c["source"], None if c["render_seed"] is None else int(c["render_seed"]),
+                                   str(c["sha256"])))
+            return cls(str(doc["name"]), str(doc["model"]), float(doc["seconds"]), doc["steps"], tuple(out))
+        except (KeyError, TypeError) as exc:
+            raise CaseSetError(f"not a complete case-set file (missing or wrong field {exc})") from None
+
     def body(self) -> dict:
         """The JSON body without checksum or WAVs (what the checksum covers; what the store keeps)."""
         return {"format": FORMAT, "version": VERSION, "name": self.name, "model": self.model, "seconds": self.seconds,
@@ -105,24 +127,7 @@ def parse(data: bytes, model: str | None = None) -> CaseSet:
     if model is not None and doc.get("model") != model:
         raise CaseSetError(f"made for another model ({doc.get('model')!r}); this app runs {model!r}, whose clips "
                            "for the same seeds would differ. Ask for a set exported from this model.")
-    try:
-        cases = doc["cases"]
-        if not isinstance(cases, list) or not 1 <= len(cases) <= MAX_CASES:
-            raise CaseSetError(f"cases: {len(cases) if isinstance(cases, list) else cases!r}; "
-                               f"a set holds 1..{MAX_CASES} cases")
-        out = []
-        for k, c in enumerate(cases):
-            if c["source"] not in SOURCES:
-                raise CaseSetError(f"case {k + 1}: source {c['source']!r}; allowed: {', '.join(SOURCES)}")
-            try:
-                spec = CaseSpec.of(c["findings"], c["seed"])
-            except (FindingsError, ValueError, TypeError) as exc:
-                raise CaseSetError(f"case {k + 1}: {exc}") from None
-            out.append(SetCase(spec, c["source"], None if c["render_seed"] is None else int(c["render_seed"]),
-                               str(c["sha256"])))
-        result = CaseSet(str(doc["name"]), str(doc["model"]), float(doc["seconds"]), doc["steps"], tuple(out))
-    except (KeyError, TypeError) as exc:
-        raise CaseSetError(f"not a complete case-set file (missing or wrong field {exc})") from None
+    result = CaseSet.from_body(doc)
     if wavs is not None:
         _check_wavs(wavs, result)
     return result
