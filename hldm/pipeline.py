@@ -351,7 +351,7 @@ class HLDMPipeline:
         feat = m.vae.decode(latent, n_feat).float()  # (B, 129, T)
         s1s2 = m.vae.predict_s1s2(latent).float().cpu().numpy()  # (B, L)
         clock.lap("decode")
-        audio = invert(feat, seed=seeds, speckle=m.config.diffusion.speckle)  # (B, N): the whole batch at once
+        audio = invert(feat, n_iter=dcfg.gl_iters, seed=seeds, speckle=dcfg.speckle)  # (B, N): the whole batch at once
         clock.lap("invert")
         feat = feat.cpu()
         w = torch.stack(weights, dim=1).numpy()  # (B, n_steps, 4)

@@ -241,6 +241,8 @@ MICRO = {
     "ldm": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "checkpoint_every": 3,
             "latent_scale_batches": 1},
     "finetune": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9, "checkpoint_every": 3},
+    "distill": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "ema_decay": 0.9, "checkpoint_every": 3, "steps": 2,
+                "substeps": 2},
 }
 STEPS = {"vae": 8, "ldm": 8, "finetune": 4}
 STEPS_PER_EPOCH = 4
@@ -470,6 +472,23 @@ def test_stage_2_continues_a_trained_denoiser_on_the_same_encoder(reference, tmp
     scale = [json.loads((d / "config.json").read_text())["config"]["diffusion"]["latent_scale"] for d in
              (trained, out / "ldm" / "final")]
     assert scale[0] == scale[1]
+
+
+def test_distill_stage_makes_a_few_step_student_of_a_trained_pipeline(reference, tmp_path):
+    from hldm.pipeline import HLDMPipeline
+
+    teacher = reference / "model"
+    cfg = write_config(tmp_path / "distill.toml", distill={"init_from": str(teacher)})
+    assert train_cli("--stage", "distill", "--config", cfg, "--out", tmp_path / "run") == 0
+    student = tmp_path / "run" / "model"
+    diffusion = json.loads((student / "config.json").read_text())["config"]["diffusion"]
+    assert (diffusion["sampler"], diffusion["steps"], diffusion["guidance"]) == ("ddim", 2, 1.0)
+    before, after = weights(teacher), weights(student)
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith(("cond.", "vae.")))
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("unet."))
+    g = HLDMPipeline.from_pretrained(student, device="cpu").generate(MR, seed=0, seconds=2.0)
+    assert (g.sampler, g.steps, g.guidance) == ("ddim", 2, 1.0) and len(g.weights) == 2
+    assert np.isfinite(g.audio).all() and np.abs(g.audio).max() > 0
 
 
 def test_resume_refuses_a_changed_config_a_corrupt_checkpoint_and_a_silent_overwrite(tmp_path, capsys):

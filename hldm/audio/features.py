@@ -22,9 +22,6 @@ N_BINS = N_FFT // 2 + 1  # 129
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP  # 125.0
 GL_ITERS = 32
 GL_MOMENTUM = 0.99  # librosa.griffinlim's default
-# Clips per Griffin-Lim pass on CPU: a 10 s clip's buffers are ~1 MB, so a few at a time stay
-# in cache (16 at once cost 1.5x the CPU time of 4 at a time); a GPU takes the whole batch.
-GL_CPU_CHUNK = 4
 TARGET_RMS = 0.05  # every clip is scaled to this RMS before features: loudness is relative
 LOG_EPS = 1e-5
 FEAT_OFFSET = 3.0  # log|X| of a TARGET_RMS clip spans about [-10.5, 2.5]; centre it near 0
@@ -123,8 +120,9 @@ def invert(feat: torch.Tensor | np.ndarray, n_iter: int = GL_ITERS, seed: int | 
     48 held-out windows through the Model v2 VAE, a classifier told the round trip from real
     recordings at AUC 0.89 without and 0.76 with speckle (Griffin-Lim alone: 0.54).
 
-    Runs on feat's device: all clips at once on a GPU, GL_CPU_CHUNK at a time on CPU
-    (a Python loop over clips is the slow way). An int seed draws the initial phases of
+    Runs on feat's device: all clips at once on a GPU, one at a time on CPU, where a batched
+    call was the slow way (`python -m hldm bench`: 4 clips of 10 s in 414 ms one by one, 619 ms
+    in one call; a clip's buffers stay in cache). An int seed draws the initial phases of
     the whole input from one generator (librosa's convention); a sequence gives one
     seed per clip (leading axes flattened), so clip k equals a single call with
     seed[k]. Equals librosa.griffinlim(momentum=0.99, init="random",
@@ -137,7 +135,7 @@ def invert(feat: torch.Tensor | np.ndarray, n_iter: int = GL_ITERS, seed: int | 
     phase = (2 * np.pi * _initial_phase(tuple(mag.shape), seed)).to(mag.device, torch.float32)
     if speckle:
         mag = mag * _speckle(tuple(mag.shape), seed).to(mag.device)
-    chunk = mag.shape[0] if mag.is_cuda else GL_CPU_CHUNK
+    chunk = mag.shape[0] if mag.is_cuda else 1
     audio = torch.cat([_griffin_lim(mag[i:i + chunk], phase[i:i + chunk], n_iter)
                        for i in range(0, mag.shape[0], chunk)])
     return audio.reshape(*lead, -1).cpu().numpy()

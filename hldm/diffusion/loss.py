@@ -54,6 +54,14 @@ def predict_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alph
     return a * z_t - s * model_out
 
 
+def output_for_x0(x0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+                  prediction_type: str = "epsilon") -> torch.Tensor:
+    """The model output that implies clean latent x0 at z_t (the inverse of `predict_x0`). (B, C, L)."""
+    a, s = _coef(alphas_cumprod, t, z_t)
+    eps = (z_t - a * x0) / s
+    return eps if check_prediction_type(prediction_type) == "epsilon" else a * eps - s * x0
+
+
 def clamp_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
              limit: float, prediction_type: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
     """(model output, clean latent) with the implied clean latent clamped to [-limit, limit]. Each (B, C, L).
@@ -65,10 +73,8 @@ def clamp_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alphas
     every sampler and both parameterisations). The clamped x0 is returned too: it is the
     samplers' "denoised", so they need not derive it again.
     """
-    a, s = _coef(alphas_cumprod, t, z_t)
     x0 = predict_x0(model_out, z_t, t, alphas_cumprod, prediction_type).clamp(-limit, limit)
-    eps = (z_t - a * x0) / s
-    return (eps if prediction_type == "epsilon" else a * eps - s * x0), x0
+    return output_for_x0(x0, z_t, t, alphas_cumprod, prediction_type), x0
 
 
 def _subspace_to_channels(weights: torch.Tensor, channels: int) -> torch.Tensor:

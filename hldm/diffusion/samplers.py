@@ -134,7 +134,9 @@ def sample_dpmpp_sde(model: Model, x: torch.Tensor, scheduler, timesteps: torch.
     return _run(model, x, scheduler, timesteps, callback, ties, generator=generators)
 
 
-SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp, "dpmpp_sde": sample_dpmpp_sde}
+# DPM++(3M) and UniPC are deterministic multistep solvers like DPM++(2M): the same loop drives them.
+SAMPLER_FUNCTIONS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp, "dpmpp_sde": sample_dpmpp_sde,
+                     "dpmpp3": sample_dpmpp, "unipc": sample_dpmpp}
 
 
 def sample(denoise_fn: Callable[..., dict], x_T: torch.Tensor, cond: dict, uncond: dict | None = None,

@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp_sde")
+SAMPLERS = ("ddpm", "ddim", "dpmpp", "dpmpp_sde", "dpmpp3", "unipc")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 MAX_BETA = 0.999
 
@@ -42,7 +41,10 @@ def make_scheduler(name: str, n_train: int = 1000, prediction_type: str = "epsil
     """A fresh diffusers scheduler for sampler `name` (SAMPLERS) on the cosine schedule.
 
     "dpmpp" is DPM-Solver++(2M), "dpmpp_sde" its stochastic variant (SDE-DPM-Solver++(2M),
-    Lu et al. 2022), which re-injects seeded noise each step like DDPM. Schedulers keep
+    Lu et al. 2022), which re-injects seeded noise each step like DDPM, "dpmpp3" the
+    third-order multistep DPM-Solver++(3M), and "unipc" UniPC-2 (Zhao et al. 2023: a
+    predictor-corrector that reuses the model output it already has, so a step costs one
+    model call, made for 5-10 step sampling). Schedulers keep
     per-run state (DPM-Solver++ keeps its past model outputs), so every sampling run gets
     its own.
 
@@ -57,6 +59,10 @@ def make_scheduler(name: str, n_train: int = 1000, prediction_type: str = "epsil
     variant, trailing: 15.5 / 13.4 / 13.2). Blown-up x0 predictions are also clamped
     (hldm.diffusion.samplers.X0_LIMIT), not clipped to [-1, 1]: latents are unbounded.
     """
+    # Imported here: diffusers costs ~3 s of CPU to import (its utils pull in scipy.stats and sympy),
+    # which the app's page would otherwise wait for before it is served.
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
     check_prediction_type(prediction_type)
     spacing = "trailing" if prediction_type == "v_prediction" else "leading"
     common = dict(num_train_timesteps=n_train, beta_schedule="squaredcos_cap_v2",
@@ -65,7 +71,10 @@ def make_scheduler(name: str, n_train: int = 1000, prediction_type: str = "epsil
         return DDPMScheduler(clip_sample=False, variance_type="fixed_small", **common)
     if name == "ddim":
         return DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
-    if name in ("dpmpp", "dpmpp_sde"):
+    if name in ("dpmpp", "dpmpp_sde", "dpmpp3"):
         return DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++" if name == "dpmpp_sde" else "dpmsolver++",
-                                           solver_order=2, lower_order_final=True, **common)
+                                           solver_order=3 if name == "dpmpp3" else 2, lower_order_final=True,
+                                           **common)
+    if name == "unipc":
+        return UniPCMultistepScheduler(solver_order=2, lower_order_final=True, **common)
     raise ValueError(f"sampler: unknown value {name!r}; allowed: {', '.join(SAMPLERS)}")

@@ -411,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         from hldm.eval.evaluator_cli import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "sweep":
+        from hldm.eval.sampler_sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     args = build_parser().parse_args(argv)
     compare = {}
     for item in args.compare:

@@ -76,11 +76,7 @@ def save_checkpoint(
 def load_state(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config dict, state dict with "<module>.<key>" and "extra.<name>" keys), on CPU."""
     directory = Path(directory)
-    if not directory.exists():
-        raise CheckpointError(f"checkpoint directory not found: {directory}")
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint path is not a directory: {directory}")
-    config = _read_config(directory)
+    config = read_config(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
@@ -169,7 +165,13 @@ def _dedupe(named: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return tensors, aliases
 
 
-def _read_config(directory: Path) -> dict:
+def read_config(directory: str | os.PathLike) -> dict:
+    """The config dict of a checkpoint directory, without reading its weights."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint path is not a directory: {directory}")
     path = directory / CONFIG
     if not path.is_file():
         raise CheckpointError(f"missing {CONFIG} in {directory}")

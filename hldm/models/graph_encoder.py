@@ -8,11 +8,14 @@ embedding is read out at the patient node.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.data import Batch, Data
-from torch_geometric.nn import SAGEConv
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 
 class PatientGraphEncoder(nn.Module):
@@ -20,10 +23,16 @@ class PatientGraphEncoder(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, dim: int):
         super().__init__()
+        # Imported when a model is built: torch_geometric (and the transformers it pulls in) cost
+        # ~2 s of CPU, which the app's page would otherwise wait for while the model loads.
+        from torch_geometric.nn import SAGEConv
+
         self.conv1 = SAGEConv(in_dim, hidden)
         self.conv2 = SAGEConv(hidden, dim)
 
     def forward(self, graphs: list[Data]) -> torch.Tensor:
+        from torch_geometric.data import Batch
+
         local = torch.tensor([int(g.patient_index) for g in graphs])
         batch = Batch.from_data_list(graphs).to(self.conv1.lin_l.weight.device)
         # The knowledge graph stores every edge in both directions, so findings reach the patient.

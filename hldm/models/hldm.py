@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from hldm.diffusion.schedules import PREDICTION_TYPES, SAMPLERS
-from hldm.models.checkpoint import CheckpointError, load_into, load_state, save_checkpoint
+from hldm.models.checkpoint import CheckpointError, load_into, load_state, read_config, save_checkpoint
 from hldm.models.condition import ConditionConfig, build_conditioner
 from hldm.models.ms_vae import MSVAE, MSVAEConfig
 from hldm.models.unet import ConditionalUNet1D, UNetConfig
@@ -54,6 +54,7 @@ class DiffusionConfig:
     guidance: float = 3.0
     window_seconds: float = 4.0  # length of the training windows (generation may be longer)
     speckle: bool = False  # Rayleigh speckle on the decoded magnitudes before Griffin-Lim (features.invert)
+    gl_iters: int = 32  # Griffin-Lim iterations of the inversion (a generation default like steps)
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
@@ -63,6 +64,8 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.sampler: unknown value {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
         if not 1 <= int(self.steps) <= int(self.n_train):
             raise ValueError(f"diffusion.steps: {self.steps!r}; allowed: 1..n_train ({self.n_train})")
+        if not isinstance(self.gl_iters, int) or not 1 <= self.gl_iters <= 256:
+            raise ValueError(f"diffusion.gl_iters: {self.gl_iters!r}; allowed: an integer in 1..256")
         if not self.latent_scale > 0:
             raise ValueError(f"diffusion.latent_scale: {self.latent_scale!r}; must be > 0")
         if not self.window_seconds > 0:
@@ -235,6 +238,16 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[HLDMConfig, dict[str,
     """The validated config and the raw "<module>.<key>" tensors of a `save_model` directory, without
     building the model (a caller that needs one module, e.g. stage 2 taking the VAE, loads only it)."""
     raw, state = load_state(directory)
+    return _validated(directory, raw), state
+
+
+def load_config(directory: str | os.PathLike) -> HLDMConfig:
+    """The validated config of a `save_model` directory, without reading its weights (the app builds
+    its page from the generation defaults while the weights load)."""
+    return _validated(directory, read_config(directory))
+
+
+def _validated(directory, raw: dict) -> HLDMConfig:
     if raw.get("model_type") != MODEL_TYPE or not isinstance(raw.get("config"), dict):
         raise CheckpointError(f"{directory}: config.json is not an H-LDM model config "
                               f"(model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r})")
@@ -242,6 +255,6 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[HLDMConfig, dict[str,
         raise CheckpointError(f"{directory}: format_version {raw.get('format_version')!r} not supported; "
                               f"this code reads version {FORMAT_VERSION}")
     try:
-        return HLDMConfig.from_dict(raw["config"]), state
+        return HLDMConfig.from_dict(raw["config"])
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{directory}: invalid model config: {e}") from e

@@ -1,4 +1,4 @@
-"""`python -m hldm train --stage vae|ldm|finetune|all --config train/<preset>.toml [--resume] [--out DIR]`.
+"""`python -m hldm train --stage vae|ldm|finetune|distill|all --config train/<preset>.toml [--resume] [--out DIR]`.
 
 Multi-GPU: `torchrun --nproc_per_node N -m hldm train --stage all --config paper`
 (one process per GPU, NCCL; on CPU the same command uses gloo). See train/README.md.
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after is not None and args.stop_after < 1:
             raise ConfigError("--stop-after", f"must be >= 1, got {args.stop_after}")
         out = args.out or REPO / "runs" / cfg.name
-        stages = list(STAGES) if args.stage == "all" else [args.stage]
+        # "all" is the paper's three stages; distilling a few-step student is a choice made after them.
+        stages = [s for s in STAGES if s != "distill"] if args.stage == "all" else [args.stage]
         results = run(stages, cfg, out, resume=args.resume, stop_after=args.stop_after, device=args.device)
     except (ConfigError, ConfigMismatchError, CheckpointError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hldm.paths import REPO
 
-STAGES = ("vae", "ldm", "finetune")
+STAGES = ("vae", "ldm", "finetune", "distill")
 DATA_SOURCES = ("circor", "sim", "mix")
 PRESET_DIR = REPO / "train"
 
@@ -102,9 +102,21 @@ class FinetuneStageConfig(StageConfig):
     eps_i_weight: float = 0.5
 
 
+@dataclass
+class DistillStageConfig(StageConfig):
+    """Stage 4, a few-step student (`hldm.train.distill`): `steps` DDIM steps without a null branch, each
+    taught by `substeps` guided DPM-Solver++(2M) steps of the teacher (`init_from`, else stage 3's
+    result) at `guidance`."""
+
+    steps: int = 6
+    substeps: int = 4
+    guidance: float = 3.0
+
+
 # Stage 1 (MS-VAE) needs nothing beyond StageConfig: its KL annealing (beta_max,
 # kl_anneal_steps) and delta are part of the model config ([model.vae]).
-STAGE_CONFIGS = {"vae": StageConfig, "ldm": LDMStageConfig, "finetune": FinetuneStageConfig}
+STAGE_CONFIGS = {"vae": StageConfig, "ldm": LDMStageConfig, "finetune": FinetuneStageConfig,
+                 "distill": DistillStageConfig}
 
 
 @dataclass
@@ -116,6 +128,7 @@ class TrainConfig:
     vae: StageConfig = field(default_factory=StageConfig)
     ldm: LDMStageConfig = field(default_factory=LDMStageConfig)
     finetune: FinetuneStageConfig = field(default_factory=FinetuneStageConfig)
+    distill: DistillStageConfig = field(default_factory=DistillStageConfig)
 
     def stage(self, name: str) -> StageConfig:
         if name not in STAGES:
@@ -196,6 +209,11 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{stage}.ema_decay", f"must be in [0, 1), got {s.ema_decay}")
         if hasattr(s, "cond_dropout") and not 0.0 <= s.cond_dropout < 1.0:
             raise ConfigError(f"{stage}.cond_dropout", f"must be in [0, 1), got {s.cond_dropout}")
+    for key in ("steps", "substeps"):
+        if getattr(cfg.distill, key) < 1:
+            raise ConfigError(f"distill.{key}", f"must be >= 1, got {getattr(cfg.distill, key)}")
+    if not cfg.distill.guidance >= 1.0:
+        raise ConfigError("distill.guidance", f"must be >= 1, got {cfg.distill.guidance}")
     if cfg.finetune.rare_weight_cap < 1.0:
         raise ConfigError("finetune.rare_weight_cap", f"must be >= 1, got {cfg.finetune.rare_weight_cap}")
 

@@ -9,6 +9,8 @@ Stages (DESIGN.md "Training"), each writing to `<out>/<stage>/`:
    dropout, coarse-to-fine curriculum (`hldm.train.weighting`).
 3. `finetune`: same objective with capped inverse-frequency weights for rare
    conditions/grades and direct supervision of each structured-noise eps_i.
+4. `distill` (optional, after the three): a few-step student of a trained pipeline
+   with guidance folded in (`hldm.train.distill`).
 
 Every stage: AdamW, warm-up + cosine LR, gradient clipping, EMA weights (those are
 validated each epoch and exported), seeded, autocast on CUDA only, atomic
@@ -98,7 +100,7 @@ def model_config(cfg: TrainConfig):
     return HLDMConfig.from_dict(d)
 
 
-GENERATION_DEFAULTS = ("sampler", "steps", "guidance", "speckle")  # diffusion keys training never reads
+GENERATION_DEFAULTS = ("sampler", "steps", "guidance", "speckle", "gl_iters")  # diffusion keys training never reads
 
 
 def _comparable(model_cfg: dict) -> dict:
@@ -127,7 +129,7 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
     """Stage 1 builds a fresh HLDM (its VAE taken from `[vae] init_from` when set). Stage 2 builds one too
     (its conditioner and U-Net taken from `[ldm] init_from` when set, to train a denoiser further) and takes only the VAE from stage 1, whose
     denoiser and conditioner were never trained, so a new denoiser design can reuse a trained VAE.
-    Stage 3 starts from stage 2's EMA weights, whole."""
+    Stage 3 starts from stage 2's EMA weights, whole; stage 4 from its teacher, whole."""
     from hldm.models.checkpoint import load_into
     from hldm.models.hldm import HLDM, load_checkpoint
 
@@ -141,6 +143,11 @@ def initial_model(stage: str, cfg: TrainConfig, out: Path, device: torch.device)
         return model.to(device)
     prev = STAGES[STAGES.index(stage) - 1]
     prev_dir = out / prev / "final"
+    if stage == "distill":  # the teacher, whole: a trained pipeline or this run's stage 3
+        (teacher, state) = load_checkpoint(_init_dir(cfg.distill.init_from) if cfg.distill.init_from else prev_dir)
+        model = HLDM(teacher)
+        load_into(model.parts(), state)
+        return model.to(device)
     if not prev_dir.is_dir():
         raise FileNotFoundError(f"stage {stage!r} starts from stage {prev!r}, but {prev_dir} does not exist; "
                                 f"run `python -m hldm train --stage {prev}` with the same --out first")
@@ -336,6 +343,10 @@ def make_objective(stage: str, model: nn.Module, scfg: StageConfig, total: int, 
     if stage == "ldm":
         return DiffusionObjective(model, total, scfg.cond_dropout,
                                   curriculum_end=scfg.curriculum_end if scfg.curriculum else None)
+    if stage == "distill":
+        from hldm.train.distill import DistillObjective
+
+        return DistillObjective(model, total, scfg.steps, scfg.substeps, scfg.guidance)
     findings = [item_findings(data.train, i) for i in range(len(data.train))]
     return DiffusionObjective(model, total, scfg.cond_dropout, rare=RareWeights(findings, scfg.rare_weight_cap),
                               eps_i_weight=scfg.eps_i_weight)
@@ -643,7 +654,8 @@ def export(cfg: TrainConfig, out: Path, data: TrainData, info: D.DistInfo, last_
 
 def run(stages: list[str], cfg: TrainConfig, out: Path, *, resume: bool = False, stop_after: int | None = None,
         device: str | None = None, log=print) -> list[StageResult]:
-    """Train `stages` in order (each needs the previous one's result in `out`); export after `finetune`."""
+    """Train `stages` in order (each needs the previous one's result in `out`, or distill its `init_from`);
+    export after `finetune` or `distill`."""
     info = D.init_distributed(device)
     if not info.is_main:
         log = lambda *a, **k: None  # noqa: E731
@@ -657,8 +669,8 @@ def run(stages: list[str], cfg: TrainConfig, out: Path, *, resume: bool = False,
             results.append(res)
             if not res.completed:
                 break
-        if results and results[-1].completed and results[-1].stage == "finetune" and info.is_main:
-            path = export(cfg, out, data, info, "finetune")
+        if results and results[-1].completed and results[-1].stage in ("finetune", "distill") and info.is_main:
+            path = export(cfg, out, data, info, results[-1].stage)
             log(f"exported {path}")
         D.barrier(info)
         return results
