@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"where the ratings and course databases live (default: {default_db_path().parent})")
     ap.add_argument("--real-dir", type=Path, default=None,
                     help="CirCor-layout folder of real recordings mixed blind into rating sessions")
+    ap.add_argument("--case-tries", type=int, default=MAX_TRIES, choices=range(0, 11), metavar="0..10",
+                    help="model draws per course case before the simulator stands in (default %(default)s)")
     args = ap.parse_args(argv)
     try:  # a bad ratings database or real folder stops here, before any model is loaded
         ratings = RatingStore(default_db_path(args.data_dir))
@@ -63,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if banner:
         print(f"WARNING: {banner} (looked in {args.checkpoint})", file=sys.stderr)
+    try:
+        course = load_course(pipeline, args.data_dir, max_tries=args.case_tries)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"H-LDM Studio on http://{args.host}:{args.port}  (device: {pipeline.device}; ratings: {ratings.path}"
           f"{f'; {len(real)} real recordings' if real else ''})", flush=True)
     launch(build_app(pipeline, banner, ratings, real, course), args.host, args.port)

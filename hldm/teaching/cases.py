@@ -215,8 +215,9 @@ class Case:
             extra = "" if len(self.tries) == 1 else f" on try {len(self.tries)} of {MAX_TRIES}"
             return f"Model clip, verified by the evaluator{extra} (seed {self.render_seed})."
         if not self.tries:
-            return "Simulator clip: no evaluator to verify model clips, so the exactly labelled simulator stands in."
-        why = "; ".join(p for t in self.tries for p in t["problems"][:1])
+            return ("Simulator clip: no model clip was drawn (no evaluator to verify one, or model draws switched "
+                    "off), so the exactly labelled simulator stands in.")
+        why = "; ".join(dict.fromkeys(t["problems"][0].split(" (P=")[0] for t in self.tries))
         return (f"Simulator clip: the model's {len(self.tries)} clip(s) for these findings failed verification "
                 f"({why}), so the exactly labelled simulator stands in.")
 

@@ -51,9 +51,16 @@ class Course:
                  max_bytes: int = DEFAULT_MAX_BYTES):
         self.pipe, self.store, self.verifier = pipe, store, verifier
         self.seconds, self.steps, self.max_tries = float(seconds), steps, int(max_tries)
-        self.model = model_id(pipe)
+        self._model: str | None = None
         cache = RenderCache(Path(cache_dir), max_bytes)
         self.bank = CaseBank(self._render, lambda spec: cache.key(self.model, spec, self.seconds, self.steps), cache)
+
+    @property
+    def model(self) -> str:
+        """The pipeline's model id, on first use: the app may still be loading the weights at start-up."""
+        if self._model is None:
+            self._model = model_id(self.pipe)
+        return self._model
 
     def _render(self, spec: CaseSpec) -> Case:
         return render_case(self.pipe, spec, self.verifier, self.seconds, self.steps, self.max_tries, self.model)
