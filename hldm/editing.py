@@ -49,6 +49,8 @@ from hldm.pipeline import MURMUR_SPAN, Interval
 DB_PER_GRADE = 6.0  # Levine grades are ~6 dB apart relative to S1/S2 (as hldm.data.augment places them)
 RAMP_S = 0.024  # raised-cosine edge of the edited frames: no click where the edit starts and ends
 SMOOTH = (3, 5)  # (bins, frames) of the local mean power: one cell's Rayleigh spread averaged out
+BAND_TAPER = 0.5  # octaves over which an edit's pitch band fades out
+_WHOLE = {"systolic": "holosystolic", "diastolic": "holodiastolic", "continuous": "continuous"}
 MIN_CYCLES = 2  # complete S1-systole-S2-diastole cycles needed to tell the phases apart
 MIN_SOUND_DB = 6.0  # S1/S2 must stand this far above the between-sound level (25-150 Hz)
 MIN_COVERAGE = 0.5  # share of the clip the segmentation must explain
@@ -238,6 +240,15 @@ def _floor(power: np.ndarray, seg: Segmentation, phase: str) -> np.ndarray:
     return local[:, keep].mean(axis=1, keepdims=True)
 
 
+def band_weights(pitch: str, bins: int) -> np.ndarray:
+    """(bins,) 1 within the pitch band (simulator PITCH_BAND_HZ), tapering to 0 over BAND_TAPER octaves
+    either side (a re-graded murmur must not lift the 25-150 Hz envelope S1/S2 are found by)."""
+    freqs = np.maximum(np.arange(bins) * SAMPLE_RATE / (2 * (bins - 1)), 1.0)
+    lo, hi = PITCH_BAND_HZ[pitch or "medium"]
+    octaves = np.maximum(np.log2(lo / freqs), np.log2(freqs / hi)).clip(0.0, None) / BAND_TAPER
+    return np.where(octaves < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(octaves, 1.0)), 0.0)
+
+
 def _band_rows(pitch: str, bins: int) -> np.ndarray:
     freqs = np.arange(bins) * SAMPLE_RATE / (2 * (bins - 1))
     lo, hi = PITCH_BAND_HZ[pitch]
@@ -266,11 +277,22 @@ def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after:
         murmur = mean * new * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
     else:
         murmur = excess * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
+    if after.murmur != "present":  # removal: the whole phase, whatever part of it the murmur was said to fill
+        old = seg.frame_weights(_WHOLE[phase], frames)
     w = np.maximum(old, new)  # (T',)
-    base = np.minimum(local, floor) if before.murmur == "present" else local
+    if after.murmur != "present":
+        base = np.broadcast_to(floor, local.shape)  # the murmur-free phase's mean level, as the listener reads it
+    elif before.murmur == "present":
+        base = np.minimum(local, floor)
+    else:
+        base = local
     gain = np.sqrt(np.maximum(base + murmur, 0.0) / local)
+    if after.murmur == "present":  # a louder or softer murmur: its pitch band, not the heart sounds' band below
+        w = w[None, :] * band_weights((after if before.murmur != "present" else before).pitch, spec.shape[0])[:, None]
+    else:
+        w = np.broadcast_to(w, spec.shape)
     gain = np.where(w > 0, 1.0 + w * (gain - 1.0), 1.0)  # outside the phase `local` means nothing
-    return spec * gain, w
+    return spec * gain, w.max(axis=0)
 
 
 def _power(x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hldm.eval import counterfactual as CF
+from hldm.eval import edit_report as ER
 from hldm.eval import figures
 from hldm.eval import harness as H
 from hldm.eval import listener_report as LR
@@ -66,13 +67,15 @@ class Settings:
     sweep_ddpm: bool = True
     listener_seconds: float = 8.0  # heart rate and phase want several beats at 40 bpm
     listener_seeds: int = 3
+    edit_per_pitch: int = 4  # held-out murmur recordings per pitch for the 'Your recording' edits
+    edit_normals: int = 4  # held-out murmur-free ones a murmur is added to
     seed: int = 0
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_real=32, n_eval_sim=32, cf_bases=2, cf_seeds=2, cf_real=1, ad_series=1, aug_seeds=2,
                    aug_steps=60, aug_train=96, aug_per_class=4, grid_conditions=8, evaluator_steps=150,
-                   sweep_ddpm=False, listener_seconds=4.0, listener_seeds=1)
+                   sweep_ddpm=False, listener_seconds=4.0, listener_seeds=1, edit_per_pitch=1, edit_normals=1)
 
 
 def floor_name(source: str) -> str:
@@ -289,6 +292,7 @@ def render_markdown(ctx: dict) -> str:
     out += [_table(["head", "rare classes", "rare test clips", "training set", "overall accuracy",
                     "rare-class accuracy"], arows), ""]
     out += listener_markdown(ctx["listener"], s.seconds)
+    out += ER.markdown(ctx["edits"])
     out += ["## Figures", "", "Generated clip per condition (textbook findings from the knowledge graph):", "",
             "![spectrograms per condition](conditions.png)", ""]
     return "\n".join(out) + "\n"
@@ -502,6 +506,8 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
     say("listener ...")
     listener = LR.run(pipe, real, half_a, generated, settings.listener_seconds, settings.listener_seeds,
                       settings.seed)
+    say("your recording: edits of held-out recordings ...")
+    edits = ER.run(pipe, settings.edit_per_pitch, settings.edit_normals, settings.listener_seconds, settings.seed)
     say("figures ...")
     from hldm.clinical.knowledge_graph import default_graph
     from hldm.clinical.vocabulary import CONDITIONS
@@ -522,7 +528,7 @@ def run_report(pipe, others: dict, out: Path, settings: Settings, evaluator_path
            "evaluator_desc": evaluator_desc, "device": str(pipe.device),
            "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "evaluator_accuracy": accuracy, "rows": rows, "sweep": sweep, "counterfactual": cf,
-           "augmentation": aug, "listener": listener, "wall_min": (time.perf_counter() - start) / 60}
+           "augmentation": aug, "listener": listener, "edits": edits, "wall_min": (time.perf_counter() - start) / 60}
     (out / "report.md").write_text(render_markdown(ctx))
     (out / "metrics.json").write_text(json.dumps(_jsonable({k: v for k, v in ctx.items()}), indent=1))
     return out / "report.md"
