@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, one per core)")
     p.add_argument("--repeats", type=int, help="calls per latency figure, best kept (default 3, quick 1)")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length (default %(default)s)")
-    p.add_argument("--samplers", action="store_true", help="also time the evaluation sweep: DDPM-1000, DDIM-50, DPM++ 20 and 10, SDE-DPM++ 20")
+    p.add_argument("--samplers", action="store_true", help="also time the evaluation sweep: DDPM-1000, DDIM-50, DPM++ 20 and 10, UniPC 6, DDIM 6")
     p.add_argument("--no-app", action="store_true", help="skip timing the app's start")
     p.add_argument("--out", help="also write the JSON report to this file")
     return p

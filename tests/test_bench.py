@@ -86,7 +86,7 @@ def test_cli_quick_json_with_samplers(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
     assert printed["model"]["source"] == "random tiny-config model" and positive(printed["model"]["load_s"])
-    assert [(r["sampler"], r["steps"]) for r in printed["samplers"]] == [("ddim", 50), ("dpmpp", 20), ("dpmpp_sde", 20), ("dpmpp", 10)]
+    assert [(r["sampler"], r["steps"]) for r in printed["samplers"]] == [("ddim", 50), ("dpmpp", 20), ("dpmpp", 10), ("unipc", 6), ("ddim", 6)]
     assert [r["batch"] for r in printed["throughput"]] == [1, 4]
     assert main(["--checkpoint", str(tmp_path / "missing"), "--quick"]) == 2
 

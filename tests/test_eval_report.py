@@ -242,3 +242,27 @@ def test_the_sweep_keeps_ddpm_1000_unless_quick_without_ddpm(extra, ddpm):
 def test_bad_run_sizes_are_refused_before_any_model_loads(extra, message, capsys):
     assert report.main(["--checkpoint", "/nonexistent", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- sampler sweep
+
+
+def test_sampler_sweep_measures_each_row_and_resumes_without_measuring_again(no_real_data, tiny_model_dir,
+                                                                             sim_evaluator, tmp_path, capsys):
+    from hldm.eval import sampler_sweep
+
+    out = tmp_path / "sweep"
+    common = ["--checkpoint", str(tiny_model_dir), "--evaluator", str(sim_evaluator), "--n-clips", "8",
+              "--seeds", "1", "--out", str(out)]
+    assert sampler_sweep.main(common + ["--rows", "ddim-2-4"]) == 0
+    first = json.loads((out / "sweep.json").read_text())["rows"]
+    assert sampler_sweep.main(common + ["--rows", "ddim-2-4", "unipc-2-4", "--resume"]) == 0
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["row"] for r in rows] == ["ddim-2-4", "unipc-2-4"] and rows[0] == first[0]
+    for r in rows:
+        assert math.isfinite(r["FAD"]) and 0 <= r["CF"] <= 1 and 0 <= r["realism_auc"] <= 1
+        assert set(r["grade"]) == {"low", "medium", "high"} and r["seconds_per_clip"] > 0
+    table = (out / "README.md").read_text()
+    assert "| ddim | 2 | 4 |" in table and "| unipc | 2 | 4 |" in table
+    assert sampler_sweep.main(common + ["--rows", "euler-2-4"]) == 2
+    assert "SAMPLER-STEPS-GL" in capsys.readouterr().err
