@@ -11,7 +11,7 @@ recording's own STFT in the murmur phase frames and nowhere else, keeping its ph
    sounds not standing out of the noise).
 2. In the edited frames (the murmur's phase, from the segmentation, with raised-cosine
    edges), each STFT cell's local power (smoothed over neighbouring bins and frames) is
-   split into the phase's noise floor (per bin, the median over the other phase's
+   split into the phase's noise floor (per bin, the mean over the other phase's
    inner frames: what this recording sounds like without the murmur) and the excess,
    the murmur. The edit sets a new murmur part and scales the cell by
    sqrt((floor + murmur') / local), so the recording's own fine structure stays:

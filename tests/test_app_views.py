@@ -78,6 +78,7 @@ import soundfile as sf  # noqa: E402
 
 import app  # noqa: E402
 from hldm.app import common, studio  # noqa: E402
+from hldm.app.common import findings_from_controls  # noqa: E402
 from hldm.app.design import DesignHandlers, load_examples  # noqa: E402
 from hldm.app.export import ExportHandlers  # noqa: E402
 from hldm.app.generate import GenerateHandlers  # noqa: E402
@@ -258,16 +259,27 @@ def test_bad_uploads_are_refused_with_the_reason(pipeline, tmp_path, content, re
     assert str(tmp_path) not in status  # the server's temp path is not the user's business
 
 
-def test_upload_then_edit(pipeline, tmp_path):
+def test_upload_is_segmented_then_edited(pipeline, tmp_path):
+    from hldm.data.simulator import simulate
+
     handlers = UploadHandlers(pipeline)
     path = tmp_path / "pcg.wav"
-    rng = np.random.default_rng(0)
-    sf.write(path, (rng.normal(0, 0.05, 8000) * np.sin(np.linspace(0, 12, 8000)) ** 8).astype(np.float32), 4000)
-    box, audio, play, spec, status = handlers.upload(str(path))
-    assert status.startswith("✓") and _is_image(spec)
-    img, (sr, edited), md = handlers.edit_upload(audio, "grade", 4, *MR, 0, 2, 2.0, "ddim", 0.5,
+    f = findings_from_controls(*MR)
+    sf.write(path, simulate(f, seconds=6.0, seed=2, noise_level=0.02).audio, 4000)
+    box, audio, play, spec, status = handlers.upload(str(path), *MR)
+    assert status.startswith("✓") and "Segmented" in status and "bpm" in status and _is_image(spec)
+    img, (sr, edited), md = handlers.edit_upload(audio, "grade", 5, None, *MR, 0, 2, 2.0, "ddim",
                                                  progress=_NoProgress())
     assert _is_image(img) and sr == 4000 and len(edited) == len(audio)
+    assert "grade III → V" in md and "re S1/S2" in md
+    with pytest.raises(gr.Error, match="other phase"):
+        handlers.edit_upload(audio, "timing", None, "early-diastolic", *MR, 0, 2, 2.0, "ddim", progress=_NoProgress())
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 4000)
+    box, audio, play, spec, status = handlers.upload(str(noise), *MR)
+    assert audio is not None and "Cannot edit this recording" in status, status  # it still plays
+    with pytest.raises(gr.Error, match="Cannot edit this recording"):
+        handlers.edit_upload(audio, "remove", None, None, *MR, 0, 2, 2.0, "ddim", progress=_NoProgress())
 
 
 def test_course_case_is_scored_stored_and_revealed_on_a_timeline(pipeline, tmp_path):

@@ -1,5 +1,6 @@
-"""The "Your recording" tab and the /edit endpoint: a user's WAV/FLAC is encoded and re-generated with
-one attribute changed (SDEdit: the strength says how far from the recording it may move)."""
+"""The "Your recording" tab and the /edit endpoint. The tab segments a user's WAV/FLAC (S1/S2 and murmur
+intervals drawn on its spectrogram, or a refusal that says why) and edits the recording itself
+(hldm.editing: only the murmur phase changes); /edit is the model's SDEdit of the whole clip."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,19 +10,22 @@ import numpy as np
 
 from hldm import app_views
 from hldm.app.api import SamplerName, findings_api, wav_file, what_if_record
-from hldm.app.common import (PAGE_MODEL_CALL, UI_ONLY, WHAT_IF_CHOICES, audio_out, audio_player, change, clamp,
-                             deltas_markdown, figure, findings_or_raise, offer_values, progress_bar, sampling, show)
+from hldm.app.common import (GRADE_CHOICES, PAGE_MODEL_CALL, UI_ONLY, audio_out, audio_player, clamp, figure,
+                             findings_from_controls, findings_or_raise, sampling, show)
 from hldm.app.design import Design
 from hldm.audio.features import normalize_loudness, to_features
 from hldm.audio.io import AudioError, load_audio
 from hldm.clinical import vocabulary as V
 from hldm.clinical.validation import FindingsError
 from hldm.clinical.vocabulary import Findings
+from hldm.editing import EDIT_LABELS, RecordingEdit, SegmentationError, edit_recording, segment
 from hldm.pipeline import MIN_SECONDS, HLDMPipeline, WhatIf
 
 UPLOAD_MAX_SECONDS = 60.0
 UPLOAD_MAX_BYTES = 20_000_000
 UPLOAD_MIN_SECONDS = MIN_SECONDS
+EDIT_CHOICES = [(label, kind) for kind, label in EDIT_LABELS.items()]
+PEAK = 0.99  # a louder murmur may push the edit past full scale: the player gets it scaled below
 
 
 def load_recording(path: str, name: str) -> np.ndarray:
@@ -37,15 +41,52 @@ def load_recording(path: str, name: str) -> np.ndarray:
     return audio
 
 
+def _murmur_timing(values) -> str | None:
+    """The timing of the murmur the findings controls describe (None: no murmur, or controls not valid yet)."""
+    try:
+        f = findings_from_controls(*values) if values else None
+    except (FindingsError, ValueError):
+        return None
+    return f.timing if f is not None and f.murmur == "present" else None
+
+
+def _describe(e: RecordingEdit) -> str:
+    b, a = e.before, e.after
+    if e.kind == "grade":
+        return f"grade {show(b.grade, 'grade')} → {show(a.grade, 'grade')}"
+    if e.kind == "timing":
+        return f"{b.timing} → {a.timing}"
+    if e.kind == "add":
+        return f"{a.timing} murmur added, grade {show(a.grade, 'grade')}"
+    return "murmur removed"
+
+
+def edit_markdown(e: RecordingEdit) -> str:
+    """What the edit did, measured on the audio (hldm.eval.listener)."""
+    f = e.after if e.after.murmur == "present" else e.before
+    phase = V.timing_phase(f.timing)
+    source = {"recording": "the recording's own murmur, re-levelled",
+              "model": "H-LDM's murmur (the latent what-if's decoded difference), levelled to the grade",
+              "simulator": "the simulator's murmur (the model added none here), levelled to the grade"}[e.source]
+    share = float(np.mean(e.weights > 0))
+    return "\n".join([
+        f"**{_describe(e)}**: murmur band ({f.pitch or 'medium'} pitch) in {phase.replace('ic', 'e')} "
+        f"**{e.level_db[0]:+.1f} → {e.level_db[1]:+.1f} dB** re S1/S2 (6 dB a Levine grade).", "",
+        f"Only the murmur's phase changed ({share:.0%} of the STFT frames); S1/S2, the rhythm "
+        f"({e.segmentation.heart_rate:.0f} bpm) and the recording's own noise are the upload's. Murmur: {source}."])
+
+
 class UploadHandlers:
     """The tab's callbacks over one pipeline; plain methods so tests can call them directly."""
 
     def __init__(self, pipeline: HLDMPipeline):
         self.pipeline = pipeline
 
-    def upload(self, path):
-        """A user's recording -> (file box, state audio, player, spectrogram, status). A refused file is
-        taken out of the file box, so the next one can be dropped straight in."""
+    def upload(self, path, *values):
+        """A user's recording and the findings controls -> (file box, state audio, player, spectrogram with
+        its segmentation, status). A refused file is taken out of the file box, so the next one can be
+        dropped straight in; a recording that cannot be segmented stays loaded (it plays) and the status
+        says why it cannot be edited."""
         if not path:
             return None, None, None, None, "Upload a WAV or FLAC recording."
         try:
@@ -53,11 +94,21 @@ class UploadHandlers:
         except AudioError as exc:
             gr.Warning(str(exc))
             return None, None, None, None, f"**❌ Upload refused:** {exc}"
-        spec = app_views.spectrogram_image(to_features(normalize_loudness(audio)).numpy(), (),
-                                           title="Your recording")
+        feat = to_features(normalize_loudness(audio)).numpy()
+        loaded = f"✓ Loaded {len(audio) / V.SAMPLE_RATE:.1f} s at {V.SAMPLE_RATE} Hz. "
+        try:
+            seg = segment(audio)
+        except SegmentationError as exc:
+            spec = app_views.spectrogram_image(feat, (), title="Your recording (not segmented)")
+            return gr.update(), audio, audio_out(audio, V.SAMPLE_RATE), spec, (
+                f"{loaded}**❌ Cannot edit this recording:** {exc}.")
+        timing = _murmur_timing(values)
+        spec = app_views.spectrogram_image(feat, seg.intervals(timing), title=(
+            f"Your recording: {seg.cycles()} cycles at {seg.heart_rate:.0f} bpm"
+            + (f", {timing} murmur intervals from the findings" if timing else "")))
         return (gr.update(), audio, audio_out(audio, V.SAMPLE_RATE), spec,
-                f"✓ Loaded {len(audio) / V.SAMPLE_RATE:.1f} s at {V.SAMPLE_RATE} Hz. Set the findings above to "
-                "describe it, pick a change, press *Edit*.")
+                f"{loaded}Segmented: {seg.cycles()} heart cycles at {seg.heart_rate:.0f} bpm (S1/S2 marked). Set "
+                "the findings above to describe it (its murmur, if it has one), pick an edit, press *Edit*.")
 
     def _edit(self, audio: np.ndarray, findings: Findings, change: dict, strength, hold, seed, steps, guidance,
               sampler, progress=None) -> WhatIf:
@@ -70,17 +121,27 @@ class UploadHandlers:
         except (FindingsError, ValueError, TypeError) as exc:
             raise gr.Error(f"Edit not possible: {exc}") from exc
 
-    def edit_upload(self, audio, attribute, new_value, *args, progress=gr.Progress()):
-        """Loaded audio, dropdowns, controls, sampling settings and strength -> (image, edited audio, deltas)."""
-        *values, seed, steps, guidance, sampler, strength = args
+    def edit_upload(self, audio, kind, grade, timing, *args, progress=gr.Progress()):
+        """Loaded audio, the edit (kind, new grade, new timing), findings controls and sampling settings ->
+        (original / edited / difference image, edited audio, summary)."""
+        *values, seed, steps, guidance, sampler = args
         if audio is None:
             raise gr.Error("Upload a recording first.")
-        wi = self._edit(audio, findings_or_raise(values), change(attribute, new_value), strength, True, seed, steps,
-                        guidance, sampler, progress_bar(progress, "encoding and editing"))
-        titles = ("Your recording, as the model reads it",
-                  f"Edited: {attribute} = {show(getattr(wi.b.findings, attribute), attribute)}")
-        img = app_views.what_if_image(wi.a.features, wi.b.features, wi.a.intervals, wi.b.intervals, titles=titles)
-        return img, audio_out(wi.b.audio, wi.b.sr), deltas_markdown(wi)
+        findings = findings_or_raise(values)
+        progress(0.1, desc="segmenting and editing")
+        try:
+            e = edit_recording(self.pipeline, np.asarray(audio, dtype=np.float32), findings, kind,
+                               grade=None if grade in (None, "") else int(grade), timing=timing or None,
+                               **sampling(seed, steps, guidance, sampler))
+        except SegmentationError as exc:
+            raise gr.Error(f"Cannot edit this recording: {exc}") from exc
+        except (FindingsError, ValueError, TypeError) as exc:
+            raise gr.Error(f"Edit not possible: {exc}") from exc
+        before, after = e.features()
+        img = app_views.what_if_image(before, after, *e.intervals(),
+                                      titles=("Your recording", f"Edited: {_describe(e)}"))
+        edited = e.edited * min(1.0, PEAK / max(float(np.abs(e.edited).max()), 1e-9))
+        return img, audio_out(edited, e.sr), edit_markdown(e)
 
     @findings_api
     def edit_api(self, recording: gr.FileData, change: dict, findings: Findings, strength: float = 0.5,
@@ -112,9 +173,10 @@ def build_upload_tab(pipeline: HLDMPipeline, design: Design) -> UploadHandlers:
     h = UploadHandlers(pipeline)
     with gr.Tab("Your recording", id="upload"):
         gr.Markdown(f"Upload a WAV or FLAC PCG ({UPLOAD_MIN_SECONDS:g}–{UPLOAD_MAX_SECONDS:g} s, "
-                    f"≤ {UPLOAD_MAX_BYTES // 1_000_000} MB). It is resampled to 4 kHz and encoded; set the "
-                    "findings above to describe it, then *Edit* re-generates it with one attribute changed "
-                    "(SDEdit: the strength says how far from the recording it may move).")
+                    f"≤ {UPLOAD_MAX_BYTES // 1_000_000} MB). It is resampled to 4 kHz and segmented (S1, systole, "
+                    "S2, diastole); set the findings above to describe it, then *Edit* changes its murmur and "
+                    "nothing else: the edit works on the recording's own spectrogram in the murmur's phase, so "
+                    "its beats, heart sounds and noise stay the upload's.")
         loaded = gr.State(None)
         with gr.Row():
             file = gr.File(label="Recording (WAV/FLAC)", file_types=[".wav", ".flac"], type="filepath",
@@ -123,20 +185,20 @@ def build_upload_tab(pipeline: HLDMPipeline, design: Design) -> UploadHandlers:
         status = gr.Markdown(elem_id="upload_status")
         spec = figure(label="Your recording", elem_id="upload_spec")
         with gr.Row():
-            attribute = gr.Dropdown(list(WHAT_IF_CHOICES), value="grade", label="Attribute", elem_id="up_attr")
-            value = gr.Dropdown(WHAT_IF_CHOICES["grade"], value=4, label="New value", allow_custom_value=True,
-                                elem_id="up_value")
-            strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Edit strength", elem_id="up_strength")
+            kind = gr.Dropdown(EDIT_CHOICES, value="grade", label="Edit", elem_id="up_kind")
+            grade = gr.Dropdown(GRADE_CHOICES, value=4, label="New grade (grade edit, added murmur)",
+                                elem_id="up_grade")
+            timing = gr.Dropdown(list(V.TIMINGS), value=None, label="New timing (timing edit, added murmur)",
+                                 elem_id="up_timing")
             button = gr.Button("Edit", variant="primary", elem_id="up_btn")
         img = figure(label="Original / edited / difference", elem_id="upload_whatif")
         edited = audio_player(label="Edited", elem_id="upload_edited")
-        deltas = gr.Markdown(elem_id="upload_deltas")
+        summary = gr.Markdown(elem_id="upload_deltas")
+    d = design
     # .upload, not .change: clearing a refused file from the box must not answer itself
-    file.upload(h.upload, file, [file, loaded, player, spec, status], api_name=False)
+    file.upload(h.upload, [file, *d.controls], [file, loaded, player, spec, status], api_name=False)
     file.clear(lambda: (None, None, None, "Upload a WAV or FLAC recording."), None, [loaded, player, spec, status],
                **UI_ONLY)
-    attribute.input(offer_values, attribute, value, **UI_ONLY)
-    d = design
-    button.click(h.edit_upload, [loaded, attribute, value, *d.controls, d.seed, d.steps, d.guidance, d.sampler,
-                                 strength], [img, edited, deltas], **PAGE_MODEL_CALL)
+    button.click(h.edit_upload, [loaded, kind, grade, timing, *d.controls, d.seed, d.steps, d.guidance, d.sampler],
+                 [img, edited, summary], **PAGE_MODEL_CALL)
     return h
