@@ -1,6 +1,8 @@
-"""Screenshots of the app for the README: the main view after *Generate* and the What-if view.
+"""Screenshots of the app for the README: the main view after *Generate* and the What-if view; with
+--course, the Course tab instead: a case after *Check*, a screening report and the progress view.
 
     .venv/bin/python scripts/screenshots.py --checkpoint checkpoints/default [--out docs/screenshots]
+    .venv/bin/python scripts/screenshots.py --course [--case-tries 3] [--screening-seed 1]
 
 Serves the app (hldm.app.studio) in this process on a free loopback port, drives Debian's headless Chromium
 (/usr/bin/chromium) with Playwright through a mitral-regurgitation case, and writes
@@ -10,6 +12,7 @@ the app runs its untrained demo model and the screenshots show its banner.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import socket
 import sys
@@ -19,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hldm.app.studio import build_app, launch, load_pipeline  # noqa: E402
+from hldm.app.studio import build_app, launch, load_course, load_pipeline  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT  # noqa: E402
 from hldm.ratings.store import RatingStore, default_db_path  # noqa: E402
 
@@ -52,15 +55,25 @@ def choose(page, elem_id: str, option: str) -> None:
     page.locator("ul[role=listbox] li", has_text=option).first.click()
 
 
-def take(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A headless Chromium page on `url` (closed on exit)."""
     from playwright.sync_api import sync_playwright
 
-    sizes = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def take(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
+    sizes = {}
+    with browser_page(url) as page:
         page.wait_for_selector("#l2 textarea")
         choose(page, "condition", condition)
         page.wait_for_function(f"document.querySelector('#l3 textarea').value.includes({condition!r})")
@@ -76,7 +89,47 @@ def take(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
         page.locator("#wi_deltas").filter(has_text="Changed findings").wait_for()
         page.locator("#wi_b a[download]").wait_for()
         sizes["what_if"] = small_png(page.screenshot(full_page=True), out / "what_if.png")
-        browser.close()
+    return sizes
+
+
+def radio(page, elem_id: str, label: str) -> None:
+    page.locator(f"#{elem_id} label").filter(has_text=label).first.click()
+
+
+def take_course(url: str, out: Path, screening_seed: int) -> dict[str, int]:
+    """A learner practises one case, takes a whole screening test (answering the first question, and the
+    diagnosis on every other case), then opens the progress view."""
+    sizes = {}
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Course", exact=True).click()
+        page.fill("#course_name input, #course_name textarea", "student-01")
+        page.click("#course_sign_in")
+        page.locator("#course_who").filter(has_text="Signed in").wait_for()
+        page.get_by_role("tab", name="Screening test").click()
+        page.fill("#screen_seed input", str(screening_seed))
+        page.click("#screen_start")
+        for k in range(20):
+            page.locator("#screen_header").filter(has_text=f"case {k + 1} of 20").wait_for()
+            radio(page, "sq_category", ("pathological", "normal", "innocent", "pathological")[k % 4])
+            if k % 2 == 0:
+                choose(page, "sq_diagnosis", ("aortic stenosis", "mitral regurgitation", "normal")[k % 3])
+            page.click("#screen_submit")
+        page.locator("#screen_report").filter(has_text="Screening report").wait_for()
+        page.wait_for_selector("#screen_plot img[src]")
+        sizes["course_screening"] = small_png(page.screenshot(full_page=True), out / "course_screening.png")
+        page.get_by_role("tab", name="Practice").click()
+        page.click("#course_next")
+        page.wait_for_selector("#course_half audio[src]")
+        radio(page, "cq_category", "pathological")
+        choose(page, "cq_timing", "holosystolic")
+        choose(page, "cq_diagnosis", "mitral regurgitation")
+        page.click("#course_check")
+        page.wait_for_selector("#course_spec img[src]")
+        sizes["course_case"] = small_png(page.screenshot(full_page=True), out / "course_case.png")
+        page.get_by_role("tab", name="Progress").click()
+        page.click("#progress_show")
+        page.wait_for_selector("#progress_plot img[src]")
+        sizes["course_progress"] = small_png(page.screenshot(full_page=True), out / "course_progress.png")
     return sizes
 
 
@@ -86,17 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     ap.add_argument("--condition", default="mitral regurgitation")
     ap.add_argument("--new-grade", default="IV", help="the what-if: grade changed to this value")
+    ap.add_argument("--course", action="store_true", help="the Course tab's screenshots instead")
+    ap.add_argument("--case-tries", type=int, default=3, help="model draws per course case (0: simulator only)")
+    ap.add_argument("--screening-seed", type=int, default=1)
     args = ap.parse_args(argv)
     pipeline, banner = load_pipeline(args.checkpoint)
     if banner:
         print(f"WARNING: {banner} (looked in {args.checkpoint}); the screenshots will show it", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hldm-screenshots-") as tmp:
-        ratings = RatingStore(default_db_path(tmp))  # the Rate tab needs a database; this one is thrown away
+        ratings = RatingStore(default_db_path(tmp))  # the Rate and Course tabs' databases are thrown away
+        course = load_course(pipeline, Path(tmp), max_tries=args.case_tries)
         port = free_port()
-        demo = build_app(pipeline, banner, ratings)
+        demo = build_app(pipeline, banner, ratings, course=course)
         launch(demo, "127.0.0.1", port, block=False)
+        url = f"http://127.0.0.1:{port}"
         try:
-            sizes = take(f"http://127.0.0.1:{port}", args.out, args.condition, args.new_grade)
+            sizes = (take_course(url, args.out, args.screening_seed) if args.course
+                     else take(url, args.out, args.condition, args.new_grade))
         finally:
             demo.close()
             ratings.close()

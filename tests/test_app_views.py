@@ -307,6 +307,41 @@ def test_course_case_is_scored_stored_and_revealed_on_a_timeline(pipeline, tmp_p
     text, plot, _ = h.progress(learner)
     assert "1 case(s) answered, mean score 100%" in text and _is_image(plot)
 
+    state, question, (_, a), (_, b), note, *_ = h.drill_new(learner, "grade")
+    assert question.startswith("### Which of the two is grade IV?") and len(a) == len(b) and "Simulator pair" in note
+    _, verdict, both = h.drill_check(learner, state, state["pair"].drill.answer)
+    assert verdict.startswith("**✓ Right") and _is_image(both)
+    text, _, _ = h.progress(learner)
+    assert "1 drill(s), 100% right" in text
+
+
+def test_a_saved_set_exports_imports_elsewhere_and_shows_on_the_class_display(pipeline, tmp_path):
+    from hldm.teaching.course import Course
+    from hldm.teaching.course_store import CourseStore
+
+    def course(where):
+        return Course(pipeline, CourseStore(tmp_path / where / "course.sqlite"), tmp_path / where / "cases",
+                      verifier=None, seconds=2.0)
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "student").mkdir()
+    teacher, student = CourseHandlers(course("teacher")), CourseHandlers(course("student"))
+    cases, listing = teacher.set_add_conditions([], ["aortic stenosis", "normal"], 5)
+    assert "1. aortic stenosis" in listing and len(cases) == 2
+    status, *_ = teacher.set_save("week 2", cases)
+    assert "Saved set **week 2**: 2 case(s)" in status
+    path, status = teacher.set_export("week 2", True)
+    status, emptied, *_ = student.set_import(path)
+    assert "Imported **week 2**" in status and emptied is None and "every clip matches" in status
+    state, title, (sr, audio), _, spec, timeline = student.class_show("week 2", 1)
+    assert "case 1 of 2" in title and "hldm-tl-iv hldm-tl-murmur" not in timeline  # murmur shown on *Reveal*
+    spec, timeline, answer = student.class_reveal(state)
+    assert "aortic stenosis" in answer and "hldm-tl-iv hldm-tl-murmur" in timeline and _is_image(spec)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    status, *_ = student.set_import(str(bad))
+    assert status.startswith("**Import refused** (bad.json): not a case-set file")
+
 
 def test_a_model_case_regenerates_bit_for_bit_from_its_seed(pipeline):
     # What case-set import stands on: the same model, findings and seed give the same clip hash.

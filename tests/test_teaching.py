@@ -3,7 +3,6 @@ fallback, the render cache and bank, case-set files, and the course store. No mo
 renders simulator clips, stub verifiers decide, so everything here runs in seconds."""
 import json
 import threading
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +12,7 @@ from hldm.clinical.vocabulary import CONDITIONS
 from hldm.data.simulator import simulate
 from hldm.teaching import case_sets as CS
 from hldm.teaching.cache import CaseBank, RenderCache
-from hldm.teaching.cases import (MAX_TRIES, SCREENING_CASES, CaseSpec, Reading, acceptance, drill_plan, practice_spec,
+from hldm.teaching.cases import (MAX_TRIES, SCREENING_CASES, Reading, acceptance, drill_plan, practice_spec,
                                  problems, regenerate, render_case, screening_specs, set_specs, simulator_intervals)
 from hldm.teaching.course_store import CourseError, CourseStore
 from hldm.teaching.scoring import (CATEGORIES, QUESTIONS, category, confusions, description, description_choices,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import html
 import time
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
 from hldm import app_views
-from hldm.app.api import wav_file
+from hldm.app.api import cached_file, wav_file
 from hldm.app.common import GRADE_CHOICES, audio_player, figure, findings_or_raise, playback_copy
 from hldm.app.design import Design
 from hldm.audio.features import normalize_loudness, to_features
@@ -25,8 +26,8 @@ from hldm.teaching.case_sets import CaseSetError
 from hldm.teaching.cases import SEED_RANGE, Case, CaseSpec, practice_spec, set_specs
 from hldm.teaching.course import Course, screening_name
 from hldm.teaching.course_store import CourseError
-from hldm.teaching.scoring import (CATEGORIES, FINDING_ATTRIBUTES, NONE, QUESTIONS, category, description,
-                                   description_choices, show, truth_value)
+from hldm.teaching.scoring import (CATEGORIES, FINDING_ATTRIBUTES, NONE, QUESTIONS, category, confusions, description,
+                                   description_choices, show, summary, truth_value)
 
 RANDOM = "Random cases"
 ANSWER_FIELDS = ("category", *FINDING_ATTRIBUTES, "description", "diagnosis")
@@ -195,8 +196,6 @@ class CourseHandlers:
         """Report of a finished attempt: per question and per finding, and every earlier attempt of the same
         test beside it (pre/post)."""
         rows = self.course.store.answers(att.learner, att.id)
-        from hldm.teaching.scoring import confusions, summary
-
         s = summary([r.result for r in rows])
         earlier = [a for a in self.course.store.attempts(att.learner, "screening")
                    if a.name == att.name and a.done and a.id != att.id]
@@ -312,22 +311,21 @@ class CourseHandlers:
         except (CourseError, CaseSetError) as exc:
             raise gr.Error(str(exc)) from None
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-        return wav_file_json(data, f"case_set_{safe}.json"), f"Exported **{name}** ({len(data) // 1024 + 1} kB)."
+        return cached_file(data, f"case_set_{safe}.json").path, f"Exported **{name}** ({len(data) // 1024 + 1} kB)."
 
     def set_import(self, path):
+        """(status, the file box emptied so the next file goes straight in, the set dropdowns' choices)."""
         if not path:
-            return "", *(gr.update(),) * 3
-        from pathlib import Path
-
+            return "", None, *(gr.update(),) * 3
         name = Path(path).name
         try:
             cs = self.course.import_set(Path(path).read_bytes())
         except CaseSetError as exc:
-            return f"**Import refused** ({name}): {exc}. Nothing was imported.", *(gr.update(),) * 3
+            return f"**Import refused** ({name}): {exc}. Nothing was imported.", None, *(gr.update(),) * 3
         n_model = sum(c.source == "model" for c in cs.cases)
         return (f"Imported **{cs.name}**: {len(cs.cases)} case(s) regenerated from their findings and seeds; every "
                 f"clip matches the file's hash (same audio as the teacher's; {n_model} model, "
-                f"{len(cs.cases) - n_model} simulator).", *self._set_choices(cs.name))
+                f"{len(cs.cases) - n_model} simulator).", None, *self._set_choices(cs.name))
 
     def refresh_sets(self):
         return self._set_choices()
@@ -439,13 +437,6 @@ class CourseHandlers:
         return {**scored.to_dict(), "total": scored.total}
 
 
-def wav_file_json(data: bytes, name: str) -> str:
-    """A download for gr.File: the bytes in Gradio's upload folder (see hldm.app.api.cached_file)."""
-    from hldm.app.api import cached_file
-
-    return cached_file(data, name).path
-
-
 def question_widgets(prefix: str) -> list:
     """The four questions' widgets in ANSWER_FIELDS order, element ids `<prefix>_<field>`."""
     with gr.Group():
@@ -462,6 +453,17 @@ def question_widgets(prefix: str) -> list:
         desc = gr.Radio([], label="3. Which description fits?", elem_id=f"{prefix}_description")
         diagnosis = gr.Dropdown(list(V.CONDITIONS), label="4. Diagnosis", elem_id=f"{prefix}_diagnosis")
     return [cat, timing, shape, grade, location, pitch, quality, extra, desc, diagnosis]
+
+
+def case_view(prefix: str, questions: str):
+    """A case as a learner meets it: header, the clip at normal and half speed, where it came from, and
+    the questions (`question_widgets(questions)`); element ids `<prefix>_header`, `_audio`, `_half`, `_note`."""
+    header = gr.Markdown(elem_id=f"{prefix}_header")
+    with gr.Row():
+        audio = audio_player(label="Case", elem_id=f"{prefix}_audio")
+        half = audio_player(label="Half speed (same pitch)", elem_id=f"{prefix}_half")
+    note = gr.Markdown(elem_id=f"{prefix}_note")
+    return header, audio, half, note, question_widgets(questions)
 
 
 def build_course_tab(course: Course, design: Design) -> CourseHandlers:
@@ -481,12 +483,7 @@ def build_course_tab(course: Course, design: Design) -> CourseHandlers:
                 with gr.Row():
                     source = gr.Dropdown([RANDOM, *names], value=RANDOM, label="Cases from", elem_id="course_source")
                     nxt = gr.Button("Next case", variant="primary", elem_id="course_next")
-                pheader = gr.Markdown(elem_id="course_header")
-                with gr.Row():
-                    paudio = audio_player(label="Case", elem_id="course_audio")
-                    phalf = audio_player(label="Half speed (same pitch)", elem_id="course_half")
-                pnote = gr.Markdown(elem_id="course_note")
-                pq = question_widgets("cq")
+                pheader, paudio, phalf, pnote, pq = case_view("course", "cq")
                 check = gr.Button("Check", variant="primary", elem_id="course_check")
                 pfeedback = gr.Markdown(elem_id="course_feedback")
                 pspec = figure(label="Answer", elem_id="course_spec")
@@ -496,12 +493,7 @@ def build_course_tab(course: Course, design: Design) -> CourseHandlers:
                 with gr.Row():
                     sseed = gr.Number(1, precision=0, minimum=0, label="Test number (seed)", elem_id="screen_seed")
                     sstart = gr.Button("Start or resume the test", variant="primary", elem_id="screen_start")
-                sheader = gr.Markdown(elem_id="screen_header")
-                with gr.Row():
-                    saudio = audio_player(label="Case", elem_id="screen_audio")
-                    shalf = audio_player(label="Half speed (same pitch)", elem_id="screen_half")
-                snote = gr.Markdown(elem_id="screen_note")
-                sq = question_widgets("sq")
+                sheader, saudio, shalf, snote, sq = case_view("screen", "sq")
                 submit = gr.Button("Submit and next", variant="primary", elem_id="screen_submit")
                 with gr.Group(visible=False) as sreport_box:
                     splot = figure(label="Report", elem_id="screen_plot")
@@ -586,7 +578,7 @@ def build_course_tab(course: Course, design: Design) -> CourseHandlers:
     choices = [source, export_name, class_set]
     save.click(h.set_save, [set_name, cases], [set_status, *choices], **PAGE_COURSE_CALL)
     export.click(h.set_export, [export_name, wavs], [export_file, set_status], **PAGE_COURSE_CALL)
-    import_file.upload(h.set_import, import_file, [import_status, *choices], **PAGE_COURSE_CALL)
+    import_file.upload(h.set_import, import_file, [import_status, import_file, *choices], **PAGE_COURSE_CALL)
     class_go.click(h.class_show, [class_set, class_k], [cstate, class_title, class_audio, class_half, class_spec,
                                                        class_timeline], **PAGE_COURSE_CALL)
     class_reveal.click(h.class_reveal, cstate, [class_spec, class_timeline, class_answer], **PAGE_COURSE_CALL)

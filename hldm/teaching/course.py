@@ -17,8 +17,8 @@ import numpy as np
 
 from hldm.teaching import case_sets as CS
 from hldm.teaching.cache import DEFAULT_MAX_BYTES, CaseBank, RenderCache
-from hldm.teaching.cases import (CASE_SECONDS, MAX_TRIES, Case, CaseSpec, Verifier, drill_plan, model_id, problems,
-                                 regenerate, render_case, screening_specs, simulator_case)
+from hldm.teaching.cases import (CASE_SECONDS, MAX_TRIES, SEED_RANGE, Case, CaseSpec, Verifier, drill_plan, model_id,
+                                 problems, regenerate, render_case, screening_specs, simulator_case)
 from hldm.teaching.course_store import CourseError, CourseStore
 from hldm.teaching.scoring import Drill, Scored, confusions, score_case, score_drill, summary
 
@@ -117,7 +117,7 @@ class Course:
         """A what-if pair one finding apart, both sides through the gate's check: when either side fails,
         the simulator renders both from the same seed (the same beat, one finding changed)."""
         a, change, drill = drill_plan(attribute, seed)
-        spec_seed = int(seed) % (2**31 - 1)
+        spec_seed = int(seed) % SEED_RANGE
         if self.verifier is not None:
             wi = self.pipe.what_if(a, change, seed=spec_seed, seconds=self.seconds, steps=self.steps)
             sides = {"A": wi.a, "B": wi.b} if drill.a == a else {"A": wi.b, "B": wi.a}
