@@ -51,6 +51,9 @@ RAMP_S = 0.024  # raised-cosine edge of the edited frames: no click where the ed
 SMOOTH = (3, 5)  # (bins, frames) of the local mean power: one cell's Rayleigh spread averaged out
 BAND_TAPER = 0.5  # octaves over which an edit's pitch band fades out
 _WHOLE = {"systolic": "holosystolic", "diastolic": "holodiastolic", "continuous": "continuous"}
+# S1 onset to S2 onset (Weissler's QS2 less the ~0.05 s before S1) runs ~0.19 s at 200 bpm to ~0.45 s
+# at 40 bpm; outside this the segmenter took something else for S2 (a loud low-pitched murmur's onset)
+SYSTOLE_RANGE_S = (0.15, 0.55)
 MIN_CYCLES = 2  # complete S1-systole-S2-diastole cycles needed to tell the phases apart
 MIN_SOUND_DB = 6.0  # S1/S2 must stand this far above the between-sound level (25-150 Hz)
 MIN_COVERAGE = 0.5  # share of the clip the segmentation must explain
@@ -130,6 +133,15 @@ def segment(audio: np.ndarray) -> Segmentation:
     if seg.cycles() < MIN_CYCLES:
         raise SegmentationError(f"only {seg.cycles()} complete heart cycle(s) found at {rate:.0f} bpm; "
                                 f"at least {MIN_CYCLES} are needed to tell systole from diastole")
+    s1 = rows[rows[:, 2] == L.S1, 0]
+    s2 = rows[rows[:, 2] == L.S2, 0]
+    after = [s2[s2 > t][0] - t for t in s1 if (s2 > t).any() and s2[s2 > t][0] - t < 0.7 * 60 / rate]
+    lo, hi = SYSTOLE_RANGE_S
+    if not after or not lo <= float(np.median(after)) <= hi:
+        found = f"{1000 * float(np.median(after)):.0f} ms" if after else "no S2 after S1"
+        raise SegmentationError(f"S1 to S2 found at {found}, outside the {1000 * lo:.0f}-{1000 * hi:.0f} ms a "
+                                "heart allows: something else was taken for a heart sound (a loud low-pitched "
+                                "murmur, noise)")
     covered = float(np.sum(rows[:, 1] - rows[:, 0])) / seconds
     if covered < MIN_COVERAGE:
         raise SegmentationError(f"the heart cycles found explain only {covered:.0%} of the recording; "

@@ -147,6 +147,31 @@ def test_bad_upload_is_refused_with_a_clear_message(page, tmp_path):
     _has_text(page, "#upload_status", "silent.flac is silent")
 
 
+def test_own_recording_is_segmented_edited_and_both_audios_and_the_difference_appear(page, tmp_path):
+    from hldm.clinical.vocabulary import Findings
+    from hldm.data.simulator import simulate
+
+    page.get_by_role("tab", name="Your recording").click()
+    # the findings above say mitral regurgitation, IV/VI, low-pitched; the clip's murmur is softer (a IV/VI
+    # low-pitched one hides S2 from the segmenter, which refuses it); 16-bit PCM WAV at 4 kHz, as CirCor's
+    f = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=2, pitch="low",
+                 quality="blowing", location="MV", heart_rate=80.0)
+    wav = tmp_path / "patient_MV.wav"
+    sf.write(wav, simulate(f, seconds=8.0, seed=4, noise_level=0.02).audio, 4000, subtype="PCM_16")
+    page.set_input_files("#upload_file input[type=file]", str(wav))
+    _has_text(page, "#upload_status", "Segmented")
+    assert "bpm" in page.inner_text("#upload_status")
+    page.wait_for_selector("#upload_spec img[src]")
+    _choose(page, "up_grade", "II")
+    page.click("#up_btn")
+    _has_text(page, "#upload_deltas", "grade IV → II")
+    page.wait_for_selector("#upload_whatif img[src]")
+    for elem in ("#upload_audio", "#upload_edited"):
+        assert _wav_rate(page, elem) == 4000
+    assert "re S1/S2" in page.inner_text("#upload_deltas")
+    _save(page, tmp_path, "own_recording_edit")
+
+
 def test_a_reader_rates_three_clips_and_sees_them_counted(page, tmp_path):
     page.get_by_role("tab", name="Rate", exact=True).click()
     page.fill("#rate_reader input", "reader-07")

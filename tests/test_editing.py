@@ -101,3 +101,24 @@ def test_a_murmur_added_to_a_normal_recording_lands_at_its_grade(pipe):
     assert levels[0].level_db[1] > levels[0].level_db[0] + 3
     assert levels[1].level_db[1] - levels[0].level_db[1] == pytest.approx(2 * DB_PER_GRADE, abs=3)
     assert levels[0].model_edit is not None  # the latent what-if it asked the model for
+
+
+def test_report_section_on_simulator_stand_ins(pipe, monkeypatch):
+    from hldm.eval import edit_report as ER
+
+    monkeypatch.setattr("hldm.eval.harness.circor_available", lambda root=None: False)
+    sec = ER.run(pipe, per_pitch=1, normals=1, seconds=SECONDS, baseline=False)
+    assert sec["source"] == "sim" and sec["n_murmur"] == 3
+    m = sec["methods"]["recording edit (hldm.editing)"]
+    assert set(m["pitch"]) == {"low", "medium", "high"} and m["skipped"] == 0
+    for r in m["pitch"].values():
+        assert r["min_spearman"] >= 0.9 and abs(r["removal_gap_db"]) <= 2.0
+    assert m["by_kind"]["remove"]["outside_db"] < 0.5 < m["same_patient_db"]
+    text = "\n".join(ER.markdown(sec))
+    assert "## 6. Your recording" in text and "SIMULATOR" in text and "nan" not in text
+
+
+def test_a_loud_low_pitched_murmur_that_hides_s2_is_refused_not_mis_edited():
+    loud = MURMUR.with_(pitch="low", grade=5)
+    with pytest.raises(SegmentationError, match="S1 to S2 found at"):
+        segment(simulate(loud, seconds=SECONDS, seed=0, noise_level=0.02).audio)

@@ -179,7 +179,8 @@ def sdedit_renderer(pipe, strength: float = 0.5, seed: int = 0) -> Renderer:
     def render(audio, before, kind, value, seg):
         change = edit_kind_change(before, kind, **value)
         out = pipe.edit(audio, before, change, strength=strength, seed=seed).b.audio
-        return out, np.ones(len(audio) // 32)
+        timing = change.get("timing") or before.timing
+        return out, seg.frame_weights(timing, len(audio) // 32)  # it changes every frame; measured outside these
     return render
 
 
@@ -201,7 +202,8 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
             skipped += 1
             continue
         row = per_pitch.setdefault(f.pitch, {"spearman": [], "swing_db": [], "removal_gap_db": [],
-                                             "timing_shift_db": [], "same_patient_db": []})
+                                             "timing_shift_db": [], "same_patient_db": [],
+                                             "grade_onset_shift_ms": [], "grade_hr_change_bpm": []})
         grades = list(range(1, max_grade(f.timing) + 1))
         levels = []
         for g in grades:
@@ -211,6 +213,8 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
             out, w = render(u.audio, f, "grade", {"grade": g}, seg)
             m = measure(u.audio, out, seg, f.pitch, f.timing, w)
             levels.append(m["level_db"])
+            row["grade_onset_shift_ms"].append(m["onset_shift_ms"])
+            row["grade_hr_change_bpm"].append(m["hr_change_bpm"])
             edits.append({"kind": "grade", "pitch": f.pitch, **m})
         row["spearman"].append(float(stats.spearmanr(grades, levels).statistic))
         row["swing_db"].append(levels[-1] - levels[0])
@@ -289,12 +293,14 @@ def markdown(sec: dict) -> list[str]:
     for name, m in sec["methods"].items():
         same = m["same_patient_db"]
         out += [f"### {name}", "",
-                "| pitch | recordings | Spearman grade vs level (mean / min) | I->VI dB | removed vs murmur-free "
-                "phase dB | late-systolic re-timing dB | same-patient distance dB |", "|---|---|---|---|---|---|---|"]
+                "| pitch | recordings | Spearman grade vs level (mean / min) | I->VI dB | grade edits: S1/S2 shift ms "
+                "| grade edits: HR change bpm | removed vs murmur-free phase dB | late-systolic re-timing dB | "
+                "same-patient distance dB |", "|---|---|---|---|---|---|---|---|---|"]
         for pitch, r in m["pitch"].items():
             ok = r["min_spearman"] >= t["spearman"]
             out.append(f"| {pitch} | {r['n']} | {_fmt(r['spearman'])} / {_fmt(r['min_spearman'])} ({_pass(ok)}) | "
-                       f"{_fmt(r['swing_db'], 1)} | {_fmt(r['removal_gap_db'], 1)} "
+                       f"{_fmt(r['swing_db'], 1)} | {_fmt(r['grade_onset_shift_ms'], 1)} | "
+                       f"{_fmt(r['grade_hr_change_bpm'], 2)} | {_fmt(r['removal_gap_db'], 1)} "
                        f"({_pass(abs(r['removal_gap_db']) <= t['removal_db'])}) | {_fmt(r['timing_shift_db'], 1)} | "
                        f"{_fmt(r['same_patient_db'], 1)} |")
         out += ["", "| edit | S1/S2 onset shift ms | heart-rate change bpm | distance outside the edit dB |",
