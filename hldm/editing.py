@@ -37,9 +37,10 @@ of the upload's (two recordings of one patient differ by 2.3 dB). S1/S2 onsets m
 the heart rate 0.01 bpm for high-pitched grade edits, but 16 ms / 0.5 bpm (medium) and
 32 ms / 16 bpm (low): a V-VI murmur in 50-150 Hz is as loud as S1/S2 in the band the listener
 finds them in. The model's own SDEdit (`pipe.edit`, strength 0.5) on the same recordings: Spearman
--0.28 / -0.45 / -0.56, I->VI swing under 1 dB. Acting on all bins instead of the pitch band
-moved high-pitched onsets 20 ms as well; a per-bin median floor left removals 4-11 dB under the
-murmur-free phase (its mean is what the listener reads).
+-0.28 / -0.45 / -0.56, I->VI swing under 1 dB. Tried and dropped: grade edits on all bins, not
+the pitch band (onsets moved 20 ms and the rate 6.2 bpm over all grade edits, high-pitched ones up
+to 63 ms at VI); removal to a per-bin median floor, cells under it kept (3.6-10.8 dB under the
+murmur-free phase, whose mean is what the listener reads).
 """
 from __future__ import annotations
 
