@@ -22,7 +22,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from hldm.app.studio import build_app, launch, load_course, load_pipeline  # noqa: E402
+from hldm.app.studio import BackgroundPipeline, build_app, launch, load_course, load_pipeline  # noqa: E402
 from hldm.models.checkpoint import CheckpointError  # noqa: E402
 from hldm.paths import DEFAULT_CHECKPOINT  # noqa: E402
 from hldm.ratings.session import real_recordings  # noqa: E402
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"H-LDM Studio on http://{args.host}:{args.port}  (device: {pipeline.device}; ratings: {ratings.path}"
           f"{f'; {len(real)} real recordings' if real else ''})", flush=True)
-    launch(build_app(pipeline, banner, ratings, real, course), args.host, args.port)
+    launch(build_app(pipeline, banner, ratings, real, course), args.host, args.port,
+           serving=pipeline.start if isinstance(pipeline, BackgroundPipeline) else None)
     return 0
 
 

@@ -15,6 +15,7 @@ source. The excerpt of a real recording starts at a random point.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
@@ -43,13 +44,19 @@ PEAK_LIMIT = 0.99
 ClipGenerator = Callable[[Findings, int, float], np.ndarray]
 
 
-@dataclass(frozen=True)
 class SyntheticSource:
     """What renders synthetic clips. `checkpoint` is stored with each clip and names the
-    weights and settings: the same string and seed must give the same audio."""
+    weights and settings: the same string and seed must give the same audio. It may be given
+    as a function, called once when first needed: a model's weights hash waits for its weights,
+    which the app loads after serving its page."""
 
-    generate: ClipGenerator
-    checkpoint: str
+    def __init__(self, generate: ClipGenerator, checkpoint: str | Callable[[], str]):
+        self.generate = generate
+        self._checkpoint = checkpoint
+
+    @functools.cached_property
+    def checkpoint(self) -> str:
+        return self._checkpoint if isinstance(self._checkpoint, str) else self._checkpoint()
 
 
 def simulator_source() -> SyntheticSource:
@@ -76,7 +83,7 @@ def pipeline_source(pipeline, steps: int | None = None, guidance: float | None =
     def generate(f: Findings, seed: int, seconds: float) -> np.ndarray:
         return pipeline.generate(f, seed=seed, steps=steps, guidance=guidance, sampler=sampler, seconds=seconds).audio
 
-    return SyntheticSource(generate, f"{model_hash(pipeline.model)}/{sampler}/{steps}/{guidance:g}")
+    return SyntheticSource(generate, lambda: f"{model_hash(pipeline.model)}/{sampler}/{steps}/{guidance:g}")
 
 
 def as_source(generator) -> SyntheticSource:
