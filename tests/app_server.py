@@ -25,7 +25,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(tmp: Path, checkpoint: Path | None = None, args: tuple[str, ...] = ()):
+def running_app(tmp: Path, checkpoint: Path | None = None, args: tuple[str, ...] = (),
+                start_timeout: float = START_TIMEOUT_S):
     """Yield the base URL of app.py serving `checkpoint` (None: the untrained tiny model) with extra
     command-line `args`; temp files, caches, the ratings database and logs stay under tmp."""
     env = dict(os.environ)
@@ -44,7 +45,7 @@ def running_app(tmp: Path, checkpoint: Path | None = None, args: tuple[str, ...]
                              str(checkpoint), "--data-dir", str(tmp / "data"), *args], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"app.py exited with {proc.returncode}:\n{(tmp / 'app.log').read_text()}")
@@ -55,7 +56,7 @@ def running_app(tmp: Path, checkpoint: Path | None = None, args: tuple[str, ...]
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py did not answer within {START_TIMEOUT_S:.0f} s:\n"
+                raise RuntimeError(f"app.py did not answer within {start_timeout:.0f} s:\n"
                                    f"{(tmp / 'app.log').read_text()}")
             time.sleep(0.5)
         yield url
