@@ -84,7 +84,7 @@ def test_thirty_learners_through_a_five_case_set(app_url):
             t = time.perf_counter()
             wav, info = client.predict(set_name="load-5", index=i, api_name="/course_case")
             waits.append(time.perf_counter() - t)
-            assert wav["url"].endswith(f"case_{i}.wav") and info["n"] == len(COURSE_SET), info
+            assert str(wav["path"]).endswith(f"case_{i}.wav") and info["n"] == len(COURSE_SET), (wav, info)
             scored = client.predict(learner=f"learner-{k}", set_name="load-5", index=i, category="pathological",
                                     description=info["description_choices"][0], api_name="/course_answer")
             assert 0.0 <= scored["total"] <= 1.0 and set(scored["questions"]) >= {"category", "diagnosis"}
