@@ -1,5 +1,6 @@
 """Targets of guided step distillation (hldm.diffusion.distillation): the student's grid is the one the
 "ddim" sampler walks, and its x0 target makes one DDIM step land where the teacher's steps land."""
+import pytest
 import torch
 
 from hldm.diffusion.distillation import ddim_step, student_grid, teacher_steps, x0_for_step
@@ -9,18 +10,20 @@ from hldm.diffusion.schedules import cosine_alphas_cumprod, make_scheduler
 ABAR = cosine_alphas_cumprod(1000).float()
 
 
-def test_the_student_grid_is_the_path_of_the_ddim_sampler_and_its_steps_are_ddim_steps():
-    """Each grid step (t -> s) is exactly what diffusers' DDIMScheduler does with the same x0."""
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_the_student_grid_is_the_path_of_the_ddim_sampler_and_its_steps_are_ddim_steps(prediction_type):
+    """Each grid step (t -> s) is exactly what diffusers' DDIMScheduler does with the same x0, for either
+    parameterisation (they space the timesteps differently)."""
     steps = 6
-    t, s = student_grid(1000, steps)
-    scheduler = make_scheduler("ddim", 1000, "v_prediction")
+    t, s = student_grid(1000, steps, prediction_type)
+    scheduler = make_scheduler("ddim", 1000, prediction_type)
     scheduler.set_timesteps(steps)
     assert torch.equal(t, scheduler.timesteps.long()) and (s < t).all() and s[-1] <= 0
     gen = torch.Generator().manual_seed(0)
     for tk, sk in zip(t, s):
         x, x0 = torch.randn(2, 4, 8, generator=gen), torch.randn(2, 4, 8, generator=gen)
         tt, ss = tk.repeat(2), sk.repeat(2)
-        v = output_for_x0(x0, x, tt, ABAR, "v_prediction")
+        v = output_for_x0(x0, x, tt, ABAR, prediction_type)
         ours = ddim_step(x, x0, tt, ss, ABAR)
         theirs = scheduler.step(v, int(tk), x, eta=0.0).prev_sample
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -23,10 +23,11 @@ from hldm.diffusion.schedules import make_scheduler
 X0Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> the teacher's guided x0
 
 
-def student_grid(n_train: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, s) (steps,) each: the student's timesteps as the "ddim" scheduler visits them, and where
-    its step from each lands (diffusers' DDIM steps to t - n_train // steps; -1 is the clean end)."""
-    scheduler = make_scheduler("ddim", n_train, "v_prediction")
+def student_grid(n_train: int, steps: int, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, s) (steps,) each: the student's timesteps as the "ddim" scheduler visits them for a model of
+    `prediction_type` (whose timestep spacing it decides), and where its step from each lands
+    (diffusers' DDIM steps to t - n_train // steps; -1 is the clean end)."""
+    scheduler = make_scheduler("ddim", n_train, prediction_type)
     scheduler.set_timesteps(steps)
     t = scheduler.timesteps.long()
     return t, (t - n_train // steps).clamp_min(-1)
@@ -36,6 +37,12 @@ def _ab(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> tu
     """sqrt(alpha_bar), sqrt(1 - alpha_bar) at t (B,) >= -1, shaped (B, 1, 1)."""
     abar = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod]).to(like.device)[t.long() + 1].to(like.dtype)
     return abar.sqrt().reshape(-1, 1, 1), (1 - abar).clamp_min(0).sqrt().reshape(-1, 1, 1)
+
+
+def _half_log_snr(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """lambda = log(alpha / sigma) at t, (B, 1, 1); +inf at the clean end."""
+    a, s = _ab(alphas_cumprod, t, like)
+    return torch.log(a / s)
 
 
 def ddim_step(x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
@@ -71,9 +78,9 @@ def teacher_steps(x0_fn: X0Fn, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tens
         x0 = x0_fn(x, u)
         d = x0
         if prev is not None:
-            lam = lambda k: torch.log(_ab(alphas_cumprod, k, x)[0] / _ab(alphas_cumprod, k, x)[1])  # noqa: E731
             u_prev, x0_prev = prev
-            r = (lam(u) - lam(u_prev)) / (lam(v) - lam(u)).clamp_min(1e-6)
+            lam_prev, lam_u, lam_v = (_half_log_snr(alphas_cumprod, k, x) for k in (u_prev, u, v))
+            r = (lam_u - lam_prev) / (lam_v - lam_u).clamp_min(1e-6)
             second = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
             d = torch.where((v >= 0).reshape(-1, 1, 1), second, x0)
         x = ddim_step(x, d, u, v, alphas_cumprod)

@@ -131,13 +131,15 @@ def _sweep(render: CF.Renderer, base: Findings) -> dict:
             "hr_change_bpm": _mean([abs(L.heart_rate(a) - hr0) for a in clips])}
 
 
-def grade_sweep(pipe, seconds: float, seeds: int, seed: int) -> dict:
-    """Per pitch and renderer (generated what-if, simulator): the sweep's summary over seeds."""
-    out: dict = {"generated": {}, "simulator": {}}
+def grade_sweep(pipe, seconds: float, seeds: int, seed: int, simulator: bool = True) -> dict:
+    """Per pitch and renderer (generated what-if, and the simulator unless `simulator` is False): the
+    sweep's summary over seeds."""
+    out: dict = {"generated": {}, "simulator": {}} if simulator else {"generated": {}}
     for pitch in PITCHES:
         base = SWEEP_BASE.with_(pitch=pitch)
-        for name, make in (("generated", lambda s: CF.pipeline_renderer(pipe, base, s, seconds)),
-                           ("simulator", lambda s: CF.simulator_renderer(s, seconds))):
+        renderers = (("generated", lambda s: CF.pipeline_renderer(pipe, base, s, seconds)),
+                     ("simulator", lambda s: CF.simulator_renderer(s, seconds)))
+        for name, make in renderers[:len(out)]:
             runs = [_sweep(make(seed + s), base) for s in range(seeds)]
             levels = np.array([r["level_db"] for r in runs])  # (seeds, grades)
             out[name][pitch] = {"level_db_by_grade": {g + 1: _mean(levels[:, g]) for g in range(levels.shape[1])},

@@ -59,19 +59,12 @@ def generation_defaults(pipe, **changes):
 
 
 def grade_swing(pipe, seeds: int, seed: int) -> dict:
-    """Per pitch: the generated what-if grade sweep's I->VI swing (dB re S1/S2) and Spearman rho."""
-    from hldm.clinical.vocabulary import PITCHES
-    from hldm.eval import counterfactual as CF
+    """Per pitch: the generated what-if grade sweep's I->VI swing (dB re S1/S2) and Spearman rho
+    (the report's listener section, `listener_report.grade_sweep`, without its simulator rows)."""
     from hldm.eval import listener_report as LR
 
-    out = {}
-    for pitch in PITCHES:
-        base = LR.SWEEP_BASE.with_(pitch=pitch)
-        runs = [LR._sweep(CF.pipeline_renderer(pipe, base, seed + s, SWEEP_SECONDS), base) for s in range(seeds)]
-        levels = np.array([r["level_db"] for r in runs])  # (seeds, grades)
-        out[pitch] = {"swing_db": float(np.nanmean(levels[:, -1] - levels[:, 0])),
-                      "spearman": float(np.nanmean([r["spearman"] for r in runs]))}
-    return out
+    sweep = LR.grade_sweep(pipe, SWEEP_SECONDS, seeds, seed, simulator=False)["generated"]
+    return {pitch: {"swing_db": v["swing_db"], "spearman": v["spearman"]} for pitch, v in sweep.items()}
 
 
 def measure_row(pipe, evaluator, half_a, read_a, half_b, row: str, seeds: int, seed: int, swing: bool) -> dict:
@@ -88,10 +81,10 @@ def measure_row(pipe, evaluator, half_a, read_a, half_b, row: str, seeds: int, s
         cpu = time.process_time() - start
         gen = H.concat(sets, row)
         read = H.read(evaluator, gen)
+        per_seed = np.split(read.embeddings, np.cumsum([len(s) for s in sets])[:-1])  # gen is the sets in order
         result = {"row": row, "sampler": sampler, "steps": steps, "gl_iters": gl, "n_clips": len(gen),
                   "FAD": M.frechet_distance(read_a.embeddings, read.embeddings),
-                  "FAD_per_seed": [M.frechet_distance(read_a.embeddings, H.read(evaluator, s).embeddings)
-                                   for s in sets],
+                  "FAD_per_seed": [M.frechet_distance(read_a.embeddings, e) for e in per_seed],
                   "CF": M.clinical_fidelity(H.requested_values(gen.findings), read.values)["mean"],
                   "realism_auc": L.realism_auc(half_a.audio, gen.audio, half_a.groups, gen.groups, seed),
                   "seconds_per_clip": float(np.mean([s.seconds_per_clip for s in sets])),

@@ -16,7 +16,7 @@ import torch
 from hldm.diffusion.distillation import student_grid, teacher_steps, x0_for_step
 from hldm.diffusion.loss import clamp_x0, diffusion_loss, output_for_x0, q_sample
 from hldm.diffusion.samplers import X0_LIMIT
-from hldm.train.trainer import DEFAULT_HEART_RATE, DiffusionObjective
+from hldm.train.trainer import DiffusionObjective, known_rate
 
 
 class DistillObjective(DiffusionObjective):
@@ -26,7 +26,7 @@ class DistillObjective(DiffusionObjective):
         super().__init__(model, total_steps, cond_dropout=0.0)
         self.teacher = copy.deepcopy(model.unet).requires_grad_(False)
         model.cond.requires_grad_(False)
-        t, s = student_grid(self.n_train, steps)
+        t, s = student_grid(self.n_train, steps, self.prediction_type)
         self.register_buffer("grid_t", t, persistent=False)
         self.register_buffer("grid_s", s, persistent=False)
         self.substeps, self.guidance = substeps, guidance
@@ -45,7 +45,7 @@ class DistillObjective(DiffusionObjective):
         B, dev = z0.shape[0], z0.device
         with torch.no_grad():
             c, hr = m.condition(batch["findings"], batch["prompts"])  # (B, D), (B,)
-            hr = torch.where(torch.isfinite(hr) & (hr > 0), hr, torch.full_like(hr, DEFAULT_HEART_RATE))
+            hr = known_rate(hr)
             both_c, both_hr = torch.cat([c, m.cond.null(B)]), torch.cat([hr, hr])
             k = torch.randint(0, len(self.grid_t), (B,), device=dev)
             t, s = self.grid_t[k], self.grid_s[k]

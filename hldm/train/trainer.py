@@ -216,6 +216,11 @@ class VAEObjective(nn.Module):
         return total, {"loss": float(total.detach()), **{k: v for k, v in parts.items() if k != "total"}}
 
 
+def known_rate(hr: torch.Tensor) -> torch.Tensor:
+    """hr (B,) with unknown rates (NaN, 0) replaced by DEFAULT_HEART_RATE."""
+    return torch.where(torch.isfinite(hr) & (hr > 0), hr, torch.full_like(hr, DEFAULT_HEART_RATE))
+
+
 class DiffusionObjective(nn.Module):
     """Stages 2 and 3: the denoising loss on the frozen VAE's scaled posterior mean.
 
@@ -277,7 +282,7 @@ class DiffusionObjective(nn.Module):
         drop = torch.rand(B, device=dev) < self.cond_dropout if step is not None else None
         c, hr = m.cond(batch["findings"], batch["prompts"], drop_mask=drop,
                        sources=[WINDOW_SOURCES[s] for s in batch["source"]])
-        hr = torch.where(torch.isfinite(hr) & (hr > 0), hr, torch.full_like(hr, DEFAULT_HEART_RATE))
+        hr = known_rate(hr)
         t = torch.randint(0, self.n_train, (B,), device=dev)
         noise = torch.randn_like(z0)
         z_t = q_sample(z0, t, noise, self.alphas_cumprod)
