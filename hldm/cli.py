@@ -14,6 +14,7 @@ COMMANDS = {
     "bench": ("hldm.bench:main", "latency / throughput benchmark"),
     "export": ("hldm.pipeline_cli:export_main", "batch export of clips + labels"),
     "ratings": ("hldm.ratings.cli:main", "expert rating sessions"),
+    "segmenter": ("hldm.train.segmenter:main", "train and score the recording editor's S1/S2 segmenter"),
     "course": ("hldm.teaching.cli:main", "auscultation course: case acceptance per condition"),
 }
 

@@ -53,13 +53,18 @@ def _prompts(findings: Findings) -> Prompts:
     return build_prompts(findings)
 
 
-def s1s2_mask(segmentation: np.ndarray, start_s: float, frames: int) -> np.ndarray:
-    """(frames,) float32, 1 where the frame centre (start_s + k * HOP / SR) lies in an S1 or S2 row."""
+def frame_states(segmentation: np.ndarray, start_s: float, frames: int) -> np.ndarray:
+    """(frames,) int64: the state (1-4) of the row holding each frame centre (start_s + k * HOP / SR),
+    0 where no row does (unannotated)."""
     t = start_s + np.arange(frames) * (HOP / SAMPLE_RATE)
     row = np.searchsorted(segmentation[:, 0], t, side="right") - 1
     inside = (row >= 0) & (t < segmentation[np.clip(row, 0, None), 1])
-    state = np.where(inside, segmentation[np.clip(row, 0, None), 2], 0)
-    return np.isin(state, S1S2_STATES).astype(np.float32)
+    return np.where(inside, segmentation[np.clip(row, 0, None), 2], 0).astype(np.int64)
+
+
+def s1s2_mask(segmentation: np.ndarray, start_s: float, frames: int) -> np.ndarray:
+    """(frames,) float32, 1 where the frame centre lies in an S1 or S2 row."""
+    return np.isin(frame_states(segmentation, start_s, frames), S1S2_STATES).astype(np.float32)
 
 
 def factor_labels(findings: Findings, murmur_known: bool, heart_rate: float, s1s2: np.ndarray,
