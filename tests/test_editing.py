@@ -6,6 +6,7 @@ from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
 from hldm.data.simulator import simulate
 from hldm.editing import (DB_PER_GRADE, SegmentationError, edit_kind_change, edit_recording, segment)
 from hldm.eval import listener as L
+from hldm.eval.counterfactual import onset_shift_ms
 from hldm.models.hldm import HLDMConfig
 from hldm.pipeline import HLDMPipeline
 
@@ -46,11 +47,13 @@ def test_unsegmentable_uploads_are_refused_with_a_reason(audio, reason):
         segment(audio)
 
 
-def test_grade_edits_move_the_murmur_6_db_a_grade_and_leave_the_rest(pipe, murmur_clip):
-    sim, seg = murmur_clip
+def test_grade_edits_move_the_murmur_6_db_a_grade_and_leave_the_rest(pipe):
+    high = MURMUR.with_(pitch="high")  # above the heart sounds' band: no ceiling (next test)
+    sim = simulate(high, seconds=SECONDS, seed=3, noise_level=0.02)
+    seg = segment(sim.audio)
     levels = {}
     for g in (1, 3, 4):
-        e = edit_recording(pipe, sim.audio, MURMUR, "grade", grade=g, segmentation=seg)
+        e = edit_recording(pipe, sim.audio, high, "grade", grade=g, segmentation=seg)
         levels[g] = e.level_db[1]
         outside = np.repeat(e.weights == 0, 32)
         outside[:256] = outside[-256:] = False  # a frame's window reaches 128 samples either side
@@ -59,7 +62,20 @@ def test_grade_edits_move_the_murmur_6_db_a_grade_and_leave_the_rest(pipe, murmu
         assert e.source == "recording" and e.model_edit is None
     assert levels[1] < e.level_db[0] < levels[3] < levels[4]
     assert levels[4] - levels[3] == pytest.approx(DB_PER_GRADE, abs=1.5)
-    assert abs(L.heart_rate(e.edited) - seg.heart_rate) < 2
+    assert levels[3] - levels[1] == pytest.approx(2 * DB_PER_GRADE, abs=2)
+    assert abs(L.heart_rate(e.edited) - L.heart_rate(sim.audio)) < 2
+
+
+def test_a_low_pitched_murmur_grows_only_up_to_where_it_would_hide_s2(pipe):
+    low = MURMUR.with_(pitch="low")
+    sim = simulate(low, seconds=SECONDS, seed=3, noise_level=0.02)
+    seg = segment(sim.audio)
+    edits = [edit_recording(pipe, sim.audio, low, "grade", grade=g, segmentation=seg) for g in (1, 3, 6)]
+    levels = [e.level_db[1] for e in edits]
+    assert levels[0] < levels[1] < levels[2] < levels[1] + 3  # louder, but capped under S1/S2 in 25-150 Hz
+    loud = edits[-1].edited
+    assert onset_shift_ms(sim.audio, loud) < 10 and abs(L.heart_rate(loud) - L.heart_rate(sim.audio)) < 2
+    segment(loud)  # still a recording whose heart sounds stand out
 
 
 def test_removal_brings_the_murmur_phase_to_the_murmur_free_level(pipe, murmur_clip):
@@ -110,7 +126,7 @@ def test_report_section_on_simulator_stand_ins(pipe, monkeypatch):
     sec = ER.run(pipe, per_pitch=1, normals=1, seconds=SECONDS, baseline=False)
     assert sec["source"] == "sim" and sec["n_murmur"] == 3
     m = sec["methods"]["recording edit (hldm.editing)"]
-    assert set(m["pitch"]) == {"low", "medium", "high"} and m["skipped"] == 0
+    assert set(m["pitch"]) == {"low", "medium", "high"} and sec["refused"] == {}
     for r in m["pitch"].values():
         assert r["min_spearman"] >= 0.9 and abs(r["removal_gap_db"]) <= 2.0
     assert m["by_kind"]["remove"]["outside_db"] < 0.5 < m["same_patient_db"]
@@ -118,7 +134,17 @@ def test_report_section_on_simulator_stand_ins(pipe, monkeypatch):
     assert "## 6. Your recording" in text and "SIMULATOR" in text and "nan" not in text
 
 
-def test_a_loud_low_pitched_murmur_that_hides_s2_is_refused_not_mis_edited():
-    loud = MURMUR.with_(pitch="low", grade=5)
-    with pytest.raises(SegmentationError, match="S1 to S2 found at"):
-        segment(simulate(loud, seconds=SECONDS, seed=0, noise_level=0.02).audio)
+def test_a_loud_low_pitched_murmur_does_not_hide_s2_from_the_segmenter():
+    loud = simulate(MURMUR.with_(pitch="low", grade=5), seconds=SECONDS, seed=0, noise_level=0.02)
+    seg = segment(loud.audio)  # the envelope rule took the murmur's onset for S2 here and refused it
+    for state in (L.S1, L.S2):
+        truth = loud.segmentation[loud.segmentation[:, 2] == state, 0]
+        found = seg.rows[seg.rows[:, 2] == state, 0]
+        assert np.median([np.min(np.abs(truth - t)) for t in found]) < 0.02
+
+
+def test_a_recording_whose_murmur_is_not_where_the_findings_say_is_refused(pipe, murmur_clip):
+    sim, seg = murmur_clip
+    with pytest.raises(ValueError, match="no high-pitched murmur found"):
+        edit_recording(pipe, sim.audio, MURMUR.with_(pitch="high", timing="early-diastolic", shape="decrescendo"),
+                       "grade", grade=3, segmentation=seg)

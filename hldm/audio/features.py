@@ -43,20 +43,22 @@ def normalize_loudness(audio: np.ndarray, target_rms: float = TARGET_RMS) -> np.
     return (audio * (target_rms / np.maximum(rms, 1e-8))).astype(np.float32)
 
 
-def stft(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Waveform (..., N) at 4 kHz -> the centred complex STFT (..., 129, N // 32 + 1) features are read from."""
+def stft(audio: torch.Tensor | np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """Waveform (..., N) at 4 kHz -> the centred complex STFT (..., n_fft // 2 + 1, N // hop + 1); by default
+    the one features are read from (129 bins, hop 32)."""
     x = torch.as_tensor(audio, dtype=torch.float32)
     lead = x.shape[:-1]
-    spec = torch.stft(x.reshape(-1, x.shape[-1]), N_FFT, HOP, window=torch.hann_window(N_FFT, device=x.device),
-                      center=True, return_complex=True)  # (B, 129, N // 32 + 1)
-    return spec.reshape(*lead, N_BINS, spec.shape[-1])
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop, window=torch.hann_window(n_fft, device=x.device),
+                      center=True, return_complex=True)  # (B, n_fft // 2 + 1, N // hop + 1)
+    return spec.reshape(*lead, n_fft // 2 + 1, spec.shape[-1])
 
 
-def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
-    """`stft`'s inverse: (..., 129, length // 32 + 1) -> waveform (..., length); exact on an unmodified STFT."""
+def istft(spec: torch.Tensor, length: int, n_fft: int = N_FFT, hop: int = HOP) -> torch.Tensor:
+    """`stft`'s inverse: (..., n_fft // 2 + 1, length // hop + 1) -> waveform (..., length); exact on an
+    unmodified STFT."""
     lead = spec.shape[:-2]
-    x = torch.istft(spec.reshape(-1, *spec.shape[-2:]), N_FFT, HOP,
-                    window=torch.hann_window(N_FFT, device=spec.device), center=True, length=length)
+    x = torch.istft(spec.reshape(-1, *spec.shape[-2:]), n_fft, hop,
+                    window=torch.hann_window(n_fft, device=spec.device), center=True, length=length)
     return x.reshape(*lead, length)
 
 

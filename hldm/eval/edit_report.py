@@ -6,9 +6,11 @@ is removed, and its timing changed within its phase; held-out murmur-free record
 murmur added at each grade. Every edited clip is measured with hldm.eval.listener against
 the upload:
 
-- murmur band re S1/S2 (dB) in the murmur's phase, read on the upload's segmentation (the
-  edit keeps the beats): Spearman over the grade sweep, and after removal its distance to the
+- murmur band re S1/S2 (dB) in the murmur's phase, read on the upload's annotated segmentation
+  (CirCor's .tsv, the simulator's own; the edit keeps the beats, and an edit made on a wrong
+  segmentation shows): Spearman over the grade sweep, and after removal its distance to the
   same recording's murmur-free phase;
+- the editor's segmentation of each upload against its annotation, beside the envelope rule's;
 - S1/S2 onset shift (ms) and heart-rate change (bpm) of the edited clip vs the upload;
 - how close the unedited parts stay: the RMS dB distance of the mean power spectra (20-800 Hz)
   outside the edited frames, beside the same distance between two recordings of the same
@@ -19,6 +21,7 @@ comparison that motivated hldm.editing.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +30,8 @@ from scipy import stats
 
 from hldm.audio.features import stft
 from hldm.clinical.vocabulary import PITCHES, ROMAN, SAMPLE_RATE, Findings, max_grade, timing_phase
-from hldm.editing import Segmentation, SegmentationError, edit_kind_change, edit_recording, segment
+from hldm.editing import (MIN_MURMUR_DB, Segmentation, SegmentationError, default_segmenter, edit_kind_change,
+                          edit_recording, murmur_found, segment)
 from hldm.eval import listener as L
 from hldm.eval.counterfactual import onset_shift_ms
 
@@ -39,74 +43,103 @@ ADD_GRADES = (1, 3, 5)
 
 @dataclass
 class Upload:
-    """One held-out recording to edit: audio (N,), its findings, patient and a second recording of the
-    same patient (None when the patient has one), both cropped to the same length."""
+    """One held-out recording to edit: audio (N,), its findings, patient, a second recording of the
+    same patient (None when the patient has one), both cropped to the same length, and the annotated
+    segmentation of the crop (K, 3) (CirCor's .tsv, the simulator's own), the measures' reference."""
 
     audio: np.ndarray
     findings: Findings
     patient: str
     other: np.ndarray | None
+    truth: np.ndarray
 
 
-def _crop(audio: np.ndarray, seg: np.ndarray | None, seconds: float) -> np.ndarray | None:
-    """`seconds` of audio from its first annotated S1 onset; None when the recording is shorter."""
-    start = 0
-    if seg is not None and (seg[:, 2] == 1).any():
-        start = int(round(seg[seg[:, 2] == 1][0, 0] * SAMPLE_RATE))
-    n = int(round(seconds * SAMPLE_RATE))
-    return np.asarray(audio[start:start + n], np.float32) if len(audio) - start >= n else None
+def _crop(audio: np.ndarray, seg: np.ndarray, seconds: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """`seconds` of audio from its first annotated S1 onset and the annotated rows inside them, shifted
+    to the crop; None when the recording is shorter."""
+    start = seg[seg[:, 2] == 1][0, 0] if (seg[:, 2] == 1).any() else 0.0
+    i, n = int(round(start * SAMPLE_RATE)), int(round(seconds * SAMPLE_RATE))
+    if len(audio) - i < n:
+        return None
+    rows = seg - np.asarray([start, start, 0.0])
+    return np.asarray(audio[i:i + n], np.float32), rows[(rows[:, 0] >= 0) & (rows[:, 1] <= seconds)]
 
 
-def held_out(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload], list[Upload], str]:
-    """Murmur recordings (per_pitch of each pitch, grade I-III, systolic) and murmur-free ones of
-    held-out patients, and the source ("circor" or "sim": simulator stand-ins without the data)."""
+def held_out(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload], list[Upload], str, dict]:
+    """Murmur recordings (per_pitch of each pitch, grade I-III, systolic; at most one per patient) and
+    murmur-free ones of held-out patients that the editor takes, the source ("circor" or "sim":
+    simulator stand-ins without the data), and how many the editor refused on the way, by pitch
+    ("none" for the murmur-free ones) and reason. A patient's recordings are tried in turn: a
+    clinician uploads the site where the murmur is heard."""
     from hldm.eval.harness import circor_available
 
     if not circor_available():
-        return _simulated(per_pitch, normals, seconds) + ("sim",)
+        murmurs, quiet = _simulated(per_pitch, normals, seconds)
+        return murmurs, quiet, "sim", {}
     from hldm.data.circor import load_circor, load_or_make_split
     from hldm.data.windows import CirCorWindows
     from hldm.paths import circor_dir
 
     index = load_circor(circor_dir())
-    recs = sorted(index.recordings_of(load_or_make_split(index)["test"]), key=lambda r: r.stem)
+    recs = sorted((r for r in index.recordings_of(load_or_make_split(index)["test"]) if r.segmentation is not None),
+                  key=lambda r: r.stem)
     reader = CirCorWindows([], seconds=seconds, cache=False)
     by_patient: dict[str, list] = {}
     for r in recs:
         by_patient.setdefault(r.patient_id, []).append(r)
 
     def upload(r) -> Upload | None:
-        audio = _crop(reader.audio(r), r.segmentation, seconds)
-        others = [_crop(reader.audio(o), o.segmentation, seconds) for o in by_patient[r.patient_id] if o is not r]
-        others = [o for o in others if o is not None]
-        return None if audio is None else Upload(audio, r.findings, r.patient_id, others[0] if others else None)
+        crop = _crop(reader.audio(r), r.segmentation, seconds)
+        others = [_crop(reader.audio(o), o.segmentation, seconds) for o in by_patient[r.patient_id]
+                  if o is not r and o.segmentation is not None]
+        others = [o[0] for o in others if o is not None]
+        return None if crop is None else Upload(crop[0], r.findings, r.patient_id, others[0] if others else None,
+                                                crop[1])
 
-    murmurs: list[Upload] = []
-    for pitch in PITCHES:
-        taken = set()
+    refused: dict[str, Counter] = {}
+
+    def take(wanted, n: int, key: str) -> list[Upload]:
+        out, taken = [], set()
         for r in recs:
-            f = r.findings
-            if (r.murmur_status == "present" and f.pitch == pitch and f.grade and f.grade <= 3
-                    and timing_phase(f.timing) == "systolic" and r.patient_id not in taken):
-                u = upload(r)
-                if u is not None:
-                    murmurs.append(u)
-                    taken.add(r.patient_id)
-            if len(taken) == per_pitch:
+            if len(out) == n:
                 break
-    quiet = []
-    for r in recs:
-        if len(quiet) < normals and r.murmur_status == "absent" and (u := upload(r)) is not None:
-            quiet.append(u)
-    return murmurs, quiet, "circor"
+            if r.patient_id in taken or not wanted(r) or (u := upload(r)) is None:
+                continue
+            reason = refusal(u)
+            if reason:
+                refused.setdefault(key, Counter())[reason] += 1
+                continue
+            out.append(u)
+            taken.add(r.patient_id)
+        return out
+
+    murmurs = [u for pitch in PITCHES for u in take(
+        lambda r, p=pitch: (r.murmur_status == "present" and r.findings.pitch == p and bool(r.findings.grade)
+                            and r.findings.grade <= 3 and timing_phase(r.findings.timing) == "systolic"),
+        per_pitch, pitch)]
+    quiet = take(lambda r: r.murmur_status == "absent", normals, "none")
+    return murmurs, quiet, "circor", {k: dict(v) for k, v in refused.items()}
+
+
+def refusal(u: Upload) -> str | None:
+    """Why the editor refuses the upload (hldm.editing.segment, murmur_found), or None."""
+    try:
+        seg = segment(u.audio)
+        if u.findings.murmur == "present":
+            murmur_found(u.audio, seg, u.findings)
+    except SegmentationError:
+        return "not segmentable"
+    except ValueError:
+        return "no murmur found"
+    return None
 
 
 def _simulated(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload], list[Upload]]:
     from hldm.data.simulator import simulate
 
     def sim(f: Findings, k: int) -> Upload:
-        one, two = (simulate(f, seconds=seconds, seed=k + s, noise_level=SIM_NOISE).audio for s in (0, 1000))
-        return Upload(one, f, f"sim{k}", two)
+        one, two = (simulate(f, seconds=seconds, seed=k + s, noise_level=SIM_NOISE) for s in (0, 1000))
+        return Upload(one.audio, f, f"sim{k}", two.audio, np.asarray(one.segmentation, np.float64))
 
     base = Findings(murmur="present", timing="holosystolic", shape="plateau", quality="blowing", location="MV")
     murmurs = [sim(base.with_(pitch=p, grade=1 + k % 3, heart_rate=80.0 + 10 * k), 10 * i + k)
@@ -151,13 +184,14 @@ def same_patient_distance(u: Upload, seg: Segmentation) -> float:
     return spectral_distance_db(u.audio, _outside(seg, timing, frames), u.other, _outside(seg_b, timing, frames))
 
 
-def measure(upload: np.ndarray, edited: np.ndarray, seg: Segmentation, pitch: str, timing: str,
+def measure(upload: np.ndarray, edited: np.ndarray, rows: np.ndarray, pitch: str, timing: str,
             weights: np.ndarray) -> dict:
-    """One edit against its upload (module docstring); weights (T,): the frames the edit may change."""
-    level = L.murmur_level_db(edited, pitch, seg.rows, phase=timing_phase(timing))
+    """One edit against its upload (module docstring); rows (K, 3): the upload's annotated segmentation,
+    where the levels are read; weights (T,): the frames the edit may change."""
+    level = L.murmur_level_db(edited, pitch, rows, phase=timing_phase(timing))
     keep = weights == 0
     return {"level_db": level, "onset_shift_ms": onset_shift_ms(upload, edited),
-            "hr_change_bpm": abs(L.heart_rate(edited) - seg.heart_rate),
+            "hr_change_bpm": abs(L.heart_rate(edited) - L.heart_rate(upload)),
             "outside_db": spectral_distance_db(upload, keep, edited, keep)}
 
 
@@ -193,14 +227,9 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
     """Every measure of the section for one renderer, per pitch and over all edits."""
     per_pitch: dict = {}
     edits: list[dict] = []
-    skipped = 0
     for u in murmurs:
         f = u.findings
-        try:
-            seg = segment(u.audio)
-        except SegmentationError:
-            skipped += 1
-            continue
+        seg = segment(u.audio)
         row = per_pitch.setdefault(f.pitch, {"spearman": [], "swing_db": [], "removal_gap_db": [],
                                              "timing_shift_db": [], "same_patient_db": [],
                                              "grade_onset_shift_ms": [], "grade_hr_change_bpm": []})
@@ -208,10 +237,10 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
         levels = []
         for g in grades:
             if g == f.grade:
-                levels.append(L.murmur_level_db(u.audio, f.pitch, seg.rows, phase=timing_phase(f.timing)))
+                levels.append(L.murmur_level_db(u.audio, f.pitch, u.truth, phase=timing_phase(f.timing)))
                 continue
             out, w = render(u.audio, f, "grade", {"grade": g}, seg)
-            m = measure(u.audio, out, seg, f.pitch, f.timing, w)
+            m = measure(u.audio, out, u.truth, f.pitch, f.timing, w)
             levels.append(m["level_db"])
             row["grade_onset_shift_ms"].append(m["onset_shift_ms"])
             row["grade_hr_change_bpm"].append(m["hr_change_bpm"])
@@ -219,28 +248,24 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
         row["spearman"].append(float(stats.spearmanr(grades, levels).statistic))
         row["swing_db"].append(levels[-1] - levels[0])
         out, w = render(u.audio, f, "remove", {}, seg)
-        m = measure(u.audio, out, seg, f.pitch, f.timing, w)
-        free = L.murmur_level_db(u.audio, f.pitch, seg.rows,
+        m = measure(u.audio, out, u.truth, f.pitch, f.timing, w)
+        free = L.murmur_level_db(u.audio, f.pitch, u.truth,
                                  phase="diastolic" if timing_phase(f.timing) == "systolic" else "systolic")
         row["removal_gap_db"].append(m["level_db"] - free)
         edits.append({"kind": "remove", "pitch": f.pitch, **m})
         new = "late-systolic" if f.timing != "late-systolic" else "early-systolic"
         out, w = render(u.audio, f, "timing", {"timing": new}, seg)
-        m = measure(u.audio, out, seg, f.pitch, new, w)
+        m = measure(u.audio, out, u.truth, f.pitch, new, w)
         row["timing_shift_db"].append(m["level_db"] - levels[grades.index(f.grade)])
         edits.append({"kind": "timing", "pitch": f.pitch, **m})
         row["same_patient_db"].append(same_patient_distance(u, seg))
     add_levels = []
     for u in normals:
-        try:
-            seg = segment(u.audio)
-        except SegmentationError:
-            skipped += 1
-            continue
+        seg = segment(u.audio)
         levels = []
         for g in ADD_GRADES:
             out, w = render(u.audio, u.findings, "add", {"grade": g}, seg)
-            m = measure(u.audio, out, seg, "medium", "holosystolic", w)
+            m = measure(u.audio, out, u.truth, "medium", "holosystolic", w)
             levels.append(m["level_db"])
             edits.append({"kind": "add", "pitch": "medium", **m})
         add_levels.append(levels)
@@ -251,18 +276,23 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
                    for m in ("onset_shift_ms", "hr_change_bpm", "outside_db")}
                for k in ("grade", "remove", "timing", "add")}
     add = np.asarray(add_levels).reshape(-1, len(ADD_GRADES))
-    return {"pitch": summary, "by_kind": by_kind, "skipped": skipped,
+    return {"pitch": summary, "by_kind": by_kind,
             "add_grades": list(ADD_GRADES), "add_level_db": [_mean(add[:, i]) for i in range(len(ADD_GRADES))],
             "add_spearman": _mean([stats.spearmanr(ADD_GRADES, r).statistic for r in add]),
             "same_patient_db": _mean([v for row in per_pitch.values() for v in row["same_patient_db"]])}
 
 
-def run(pipe, per_pitch: int = 3, normals: int = 3, seconds: float = 8.0, seed: int = 0,
+def run(pipe, per_pitch: int = 5, normals: int = 3, seconds: float = 8.0, seed: int = 0,
         baseline: bool = True) -> dict:
     """The section's numbers: hldm.editing on held-out recordings, and the model's SDEdit beside it."""
-    murmurs, quiet, source = held_out(per_pitch, normals, seconds)
+    from hldm.train.segmenter import Annotated, agreement, segmenter_rows
+
+    murmurs, quiet, source, refused = held_out(per_pitch, normals, seconds)
+    annotated = [Annotated(u.audio, u.truth, u.patient) for u in murmurs + quiet]
+    found = {"segmenter (checkpoints/segmenter)": agreement(segmenter_rows(default_segmenter()), annotated, seconds),
+             "envelope rule (listener.phases)": agreement(L.phases, annotated, seconds)}
     out = {"source": source, "seconds": seconds, "n_murmur": len(murmurs), "n_normal": len(quiet),
-           "targets": TARGETS, "methods": {"recording edit (hldm.editing)": evaluate(recording_renderer(pipe, seed),
+           "targets": TARGETS, "segmentation": found, "refused": refused, "methods": {"recording edit (hldm.editing)": evaluate(recording_renderer(pipe, seed),
                                                                                     murmurs, quiet)}}
     if baseline:
         out["methods"]["SDEdit 0.5 (pipe.edit)"] = evaluate(sdedit_renderer(pipe, 0.5, seed), murmurs, quiet)
@@ -285,11 +315,29 @@ def markdown(sec: dict) -> list[str]:
            f"{sec['n_murmur']} {ref} with a systolic murmur (grade I-III as recorded, low / medium / high pitch) "
            f"edited to every other grade, with the murmur removed and re-timed to late systole; "
            f"{sec['n_normal']} murmur-free ones given a holosystolic medium-pitched murmur of grade I, III, V. "
-           f"{sec['seconds']:g} s from the first annotated S1; each edited clip is segmented and measured with "
-           "hldm.eval.listener against the upload: the murmur band re S1/S2 in its phase on the upload's "
-           "segmentation, S1/S2 onset shift and heart-rate change, and the spectral distance outside the edited "
+           f"{sec['seconds']:g} s from the first annotated S1; the editor segments each upload itself, and each "
+           "edited clip is measured with hldm.eval.listener against the upload: the murmur band re S1/S2 in its "
+           "phase on the upload's annotated segmentation, S1/S2 onset shift and heart-rate change, and the spectral distance outside the edited "
            "frames (RMS dB of the mean 20-800 Hz spectra, gain removed) beside the same distance between two "
            "recordings of one patient (another site) outside their murmur phases.", ""]
+    from hldm.train.segmenter import ONSET_TOL_S
+
+    out += ["The uploads' segmentation against their annotations (onsets within "
+            f"{1000 * ONSET_TOL_S:.0f} ms; a clip is labelled right, or swapped, when at least 70 % of its S1 and "
+            "of its S2 onsets are found under that name):", "",
+            "| method | clips | S1 onsets found | S2 onsets found | clips labelled right | clips with S1/S2 swapped |",
+            "|---|---|---|---|---|---|"]
+    for name, a in sec["segmentation"].items():
+        out.append(f"| {name} | {a['clips']} | {a['s1_recall']:.2f} | {a['s2_recall']:.2f} | {a['right']:.2f} | "
+                   f"{a['swapped']:.2f} |")
+    if sec["refused"]:
+        said = "; ".join(f"{'murmur-free' if key == 'none' else key + ' pitch'}: "
+                         + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+                         for key, reasons in sec["refused"].items())
+        out += ["", f"Recordings the editor refused while these were picked (the patient's next site was tried): "
+                f"{said}. 'No murmur found': the murmur's phase is under {MIN_MURMUR_DB:g} dB louder in its band "
+                "than the other phase, so an edit would change nothing; the app says so instead."]
+    out.append("")
     for name, m in sec["methods"].items():
         same = m["same_patient_db"]
         out += [f"### {name}", "",
@@ -313,5 +361,5 @@ def markdown(sec: dict) -> list[str]:
         levels = " / ".join(_fmt(v, 1) for v in m["add_level_db"])
         out += ["", f"Murmur added: level re S1/S2 at grade {grades}: {levels} dB, Spearman "
                 f"{_fmt(m['add_spearman'])}. Same-patient distance (two recordings, "
-                f"outside the murmur): {_fmt(same, 1)} dB. Not segmentable, skipped: {m['skipped']}.", ""]
+                f"outside the murmur): {_fmt(same, 1)} dB.", ""]
     return out

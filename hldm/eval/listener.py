@@ -57,9 +57,18 @@ def _checked(audio) -> np.ndarray:
     return x
 
 
+def _band_sos(band: tuple[float, float]) -> np.ndarray:
+    return signal.butter(4, band, btype="band", fs=SAMPLE_RATE, output="sos")
+
+
 def _bandpass(x: np.ndarray, band: tuple[float, float]) -> np.ndarray:
-    sos = signal.butter(4, band, btype="band", fs=SAMPLE_RATE, output="sos")
-    return signal.sosfiltfilt(sos, x)
+    return signal.sosfiltfilt(_band_sos(band), x)
+
+
+def band_power_response(freqs: np.ndarray, band: tuple[float, float] = HEART_SOUND_BAND_HZ) -> np.ndarray:
+    """(F,) power gain of `_bandpass(., band)` at `freqs` (Hz): filtered forwards and backwards, |H|^4."""
+    _, h = signal.sosfreqz(_band_sos(band), worN=np.asarray(freqs, np.float64), fs=SAMPLE_RATE)
+    return np.abs(h) ** 4
 
 
 # ----------------------------------------------------------------------------- beats
