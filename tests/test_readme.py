@@ -60,8 +60,16 @@ def test_gradio_client(app_url, tmp_path, monkeypatch):
     assert f'"{APP}"' in code
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # the block sets it too; this undoes it afterwards
     monkeypatch.chdir(tmp_path)
+    from hldm.clinical.vocabulary import Findings
+    from hldm.data.simulator import simulate
+
+    patient = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=2, pitch="medium",
+                       quality="blowing", location="MV", heart_rate=80.0)
+    sf.write(tmp_path / "patient.wav", simulate(patient, seconds=8.0, seed=3, noise_level=0.02).audio, 4000)
     scope: dict = {}
     exec(code.replace(f'"{APP}"', repr(f"{app_url}/")), scope)
+    assert scope["what"]["after"]["grade"] == 4 and scope["what"]["level_db"][1] > scope["what"]["level_db"][0] + 6
+    assert sf.info(scope["louder"]).duration == pytest.approx(8.0)
     findings = scope["record"]["findings"]
     assert (findings["condition"], findings["grade"], findings["murmur"]) == ("mitral regurgitation", 4, "present")
     assert scope["record"]["seed"] == 7

@@ -142,7 +142,8 @@ def build_app(pipeline: HLDMPipeline, banner: str | None = None, ratings: Rating
                 build_rating_tab(pipeline, ratings, real_dir=real)
         # The API (hldm.app.api), outside the tabs: gr.api adds components, and gr.Tabs holds only tabs.
         for fn, name in ((generate.generate_api, "generate"), (what_if.what_if_api, "what_if"),
-                         (upload.edit_api, "edit"), (export.export_api, "export")):
+                         (upload.edit_api, "edit"), (upload.edit_recording_api, "edit_recording"),
+                         (export.export_api, "export")):
             gr.api(fn, api_name=name, **MODEL_CALL)
         for fn, name in ((course_tab.set_api, "course_set"), (course_tab.case_api, "course_case"),
                          (course_tab.answer_api, "course_answer")):

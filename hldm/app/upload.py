@@ -1,9 +1,11 @@
-"""The "Your recording" tab and the /edit endpoint. The tab segments a user's WAV/FLAC (S1/S2 and murmur
+"""The "Your recording" tab and its endpoints. The tab segments a user's WAV/FLAC (S1/S2 and murmur
 intervals drawn on its spectrogram, or a refusal that says why) and edits the recording itself
-(hldm.editing: only the murmur phase changes); /edit is the model's SDEdit of the whole clip."""
+(hldm.editing: only the murmur phase changes), as /edit_recording does; /edit is the model's SDEdit
+of the whole clip."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import gradio as gr
 import numpy as np
@@ -18,13 +20,15 @@ from hldm.audio.io import AudioError, load_audio
 from hldm.clinical import vocabulary as V
 from hldm.clinical.validation import FindingsError
 from hldm.clinical.vocabulary import Findings
-from hldm.editing import EDIT_LABELS, RecordingEdit, SegmentationError, edit_recording, segment
+from hldm.editing import EDIT_KINDS, EDIT_LABELS, RecordingEdit, SegmentationError, edit_recording, segment
 from hldm.pipeline import MIN_SECONDS, HLDMPipeline, WhatIf
 
 UPLOAD_MAX_SECONDS = 60.0
 UPLOAD_MAX_BYTES = 20_000_000
 UPLOAD_MIN_SECONDS = MIN_SECONDS
 EDIT_CHOICES = [(label, kind) for kind, label in EDIT_LABELS.items()]
+EditKind = Literal[EDIT_KINDS]
+TimingName = Literal[V.TIMINGS]
 PEAK = 0.99  # a louder murmur may push the edit past full scale: the player gets it scaled below
 
 
@@ -74,6 +78,11 @@ def edit_markdown(e: RecordingEdit) -> str:
         f"**{e.level_db[0]:+.1f} → {e.level_db[1]:+.1f} dB** re S1/S2 (6 dB a Levine grade).", "",
         f"Only the murmur's phase changed ({share:.0%} of the STFT frames); S1/S2, the rhythm "
         f"({e.segmentation.heart_rate:.0f} bpm) and the recording's own noise are the upload's. Murmur: {source}."])
+
+
+def _playable(e: RecordingEdit) -> np.ndarray:
+    """The edited clip, scaled under full scale only if a louder murmur pushed it past."""
+    return e.edited * min(1.0, PEAK / max(float(np.abs(e.edited).max()), 1e-9))
 
 
 class UploadHandlers:
@@ -129,19 +138,49 @@ class UploadHandlers:
             raise gr.Error("Upload a recording first.")
         findings = findings_or_raise(values)
         progress(0.1, desc="segmenting and editing")
+        e = self._edit_recording(audio, findings, kind, grade, timing, seed, steps, guidance, sampler)
+        before, after = e.features()
+        img = app_views.what_if_image(before, after, *e.intervals(),
+                                      titles=("Your recording", f"Edited: {_describe(e)}"))
+        return img, audio_out(_playable(e), e.sr), edit_markdown(e)
+
+    def _edit_recording(self, audio, findings: Findings, kind, grade, timing, seed, steps, guidance,
+                        sampler) -> RecordingEdit:
         try:
-            e = edit_recording(self.pipeline, np.asarray(audio, dtype=np.float32), findings, kind,
-                               grade=None if grade in (None, "") else int(grade), timing=timing or None,
-                               **sampling(seed, steps, guidance, sampler))
+            return edit_recording(self.pipeline, np.asarray(audio, dtype=np.float32), findings, kind,
+                                  grade=None if grade in (None, "") else int(grade), timing=timing or None,
+                                  **sampling(seed, steps, guidance, sampler))
         except SegmentationError as exc:
             raise gr.Error(f"Cannot edit this recording: {exc}") from exc
         except (FindingsError, ValueError, TypeError) as exc:
             raise gr.Error(f"Edit not possible: {exc}") from exc
-        before, after = e.features()
-        img = app_views.what_if_image(before, after, *e.intervals(),
-                                      titles=("Your recording", f"Edited: {_describe(e)}"))
-        edited = e.edited * min(1.0, PEAK / max(float(np.abs(e.edited).max()), 1e-9))
-        return img, audio_out(edited, e.sr), edit_markdown(e)
+
+    @findings_api
+    def edit_recording_api(self, recording: gr.FileData, kind: EditKind, findings: Findings,
+                           new_grade: int | None = None, new_timing: TimingName | None = None, seed: int = 0,
+                           steps: int | None = None, guidance: float | None = None,
+                           sampler: SamplerName | None = None) -> tuple[gr.FileData, dict]:
+        """Edit a real recording itself, as the Your recording tab does: only the murmur's phase changes,
+        its beats, heart sounds and noise stay the upload's.
+
+        Parameters:
+            recording: a WAV or FLAC phonocardiogram (gradio_client.handle_file(path)); 0.5-60 s, at most 20 MB
+            kind: grade (to new_grade), remove (the murmur), add (a murmur to a murmur-free recording, of
+                new_grade and new_timing when given), timing (to new_timing, in the same phase)
+            new_grade: the grade of a grade edit or an added murmur
+            new_timing: the timing of a timing edit or an added murmur
+            seed: the added murmur's texture (kind add)
+        Returns:
+            the edited recording (WAV, 4 kHz) and the record: the findings before and after, the murmur
+            band re S1/S2 before and after (dB), the segmentation's S1/S2/murmur intervals, the heart
+            rate, the share of STFT frames edited and where the murmur's texture came from
+        """
+        try:
+            audio = load_recording(recording["path"], recording.get("orig_name") or Path(recording["path"]).name)
+        except AudioError as exc:
+            raise gr.Error(f"Recording refused: {exc}") from exc
+        e = self._edit_recording(audio, findings, kind, new_grade, new_timing, seed, steps, guidance, sampler)
+        return wav_file(_playable(e), e.sr, f"edited_{e.kind}.wav"), e.to_json()
 
     @findings_api
     def edit_api(self, recording: gr.FileData, change: dict, findings: Findings, strength: float = 0.5,
