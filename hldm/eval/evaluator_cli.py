@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from hldm.models.checkpoint import CheckpointError, load_into, load_state, save_checkpoint
+from hldm.models.checkpoint import CheckpointError, load_single, save_checkpoint
 from hldm.models.evaluator import EvaluatorConfig, PCGEvaluator
 
 MODEL_TYPE = "pcg-evaluator"
@@ -67,12 +67,7 @@ def model_card(info: dict) -> str:
 
 def load_evaluator(directory: str | Path) -> PCGEvaluator:
     """Rebuild a saved evaluator (eval mode, CPU); CheckpointError if the directory is not one."""
-    raw, state = load_state(directory)
-    if raw.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(f"{directory}: model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
-    model = PCGEvaluator(EvaluatorConfig.from_dict(raw["config"]))
-    load_into({"evaluator": model}, state)
-    return model.eval()
+    return load_single(directory, MODEL_TYPE, "evaluator", lambda c: PCGEvaluator(EvaluatorConfig.from_dict(c)))
 
 
 def training_data(seconds: float, n_sim: int, max_real: int, seed: int = 0, spacing_s: float = 1.0):

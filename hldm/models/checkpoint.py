@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -99,6 +100,18 @@ def load_state(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
             raise CheckpointError(f"corrupt weights file {weights}: tied tensor {alias!r} points to missing {source!r}")
         state[alias] = state[source]
     return config, state
+
+
+def load_single(directory: str | os.PathLike, model_type: str, name: str,
+                build: Callable[[dict], nn.Module]) -> nn.Module:
+    """A one-module checkpoint (an evaluator, a segmenter): config.json's model_type must be `model_type`;
+    `build(config["config"])` makes the module, whose weights are stored under `name`. Eval mode, CPU."""
+    config, state = load_state(directory)
+    if config.get("model_type") != model_type:
+        raise CheckpointError(f"{directory}: model_type {config.get('model_type')!r}, expected {model_type!r}")
+    model = build(config["config"])
+    load_into({name: model}, state)
+    return model.eval()
 
 
 def load_into(modules: dict[str, nn.Module], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

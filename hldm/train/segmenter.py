@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hldm.audio.features import HOP, n_frames, normalize_loudness, to_features
 from hldm.clinical.vocabulary import SAMPLE_RATE
-from hldm.models.checkpoint import CheckpointError, load_into, load_state, save_checkpoint
+from hldm.models.checkpoint import load_single, save_checkpoint
 from hldm.models.segmenter import PCGSegmenter, SegmenterConfig
 from hldm.paths import REPO
 
@@ -181,12 +181,7 @@ def save_segmenter(directory: str | Path, model: PCGSegmenter, info: dict) -> Pa
 
 def load_segmenter(directory: str | Path = DEFAULT_DIR) -> PCGSegmenter:
     """Rebuild a saved segmenter (eval mode, CPU); CheckpointError if the directory is not one."""
-    raw, state = load_state(directory)
-    if raw.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(f"{directory}: model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r}")
-    model = PCGSegmenter(SegmenterConfig.from_dict(raw["config"]))
-    load_into({"segmenter": model}, state)
-    return model.eval()
+    return load_single(directory, MODEL_TYPE, "segmenter", lambda c: PCGSegmenter(SegmenterConfig.from_dict(c)))
 
 
 def model_card(info: dict) -> str:
