@@ -3,10 +3,12 @@
 
     .venv/bin/python scripts/screenshots.py --checkpoint checkpoints/default [--out docs/screenshots]
     .venv/bin/python scripts/screenshots.py --course [--case-tries 3] [--screening-seed 1]
+    .venv/bin/python scripts/screenshots.py --upload [--upload-grade V]
 
 Serves the app (hldm.app.studio) in this process on a free loopback port, drives Debian's headless Chromium
 (/usr/bin/chromium) with Playwright through a mitral-regurgitation case, and writes
-main.png and what_if.png as palette PNGs (small enough to commit). Without a checkpoint
+main.png and what_if.png as palette PNGs (small enough to commit); --course and --upload take the
+Course tab's and the Your recording tab's instead. Without a checkpoint
 the app runs its untrained demo model and the screenshots show its banner.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 import socket
 import sys
 import tempfile
@@ -41,18 +44,23 @@ def free_port() -> int:
 
 
 def small_png(png: bytes, path: Path) -> int:
-    """Re-encode a screenshot as a 256-colour palette PNG (UI colours survive; a third of the size)."""
+    """Re-encode a screenshot as a 256-colour palette PNG (UI colours survive; a third of the size), or a
+    128-colour one where that is still over MAX_BYTES (noisy spectrograms)."""
     from PIL import Image
 
-    img = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, optimize=True)
+    for colors in (256, 128):
+        img = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+        img.save(path, optimize=True)
+        if path.stat().st_size <= MAX_BYTES:
+            break
     return path.stat().st_size
 
 
 def choose(page, elem_id: str, option: str) -> None:
     page.click(f"#{elem_id} input")
-    page.locator("ul[role=listbox] li", has_text=option).first.click()
+    # the whole option, not a part of another ("V" in "IV"); a selected one carries a check mark before it
+    page.locator("ul[role=listbox] li").filter(has_text=re.compile(rf"(^|\s){re.escape(option)}\s*$")).first.click()
 
 
 @contextlib.contextmanager
@@ -90,6 +98,37 @@ def take(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
         page.locator("#wi_b a[download]").wait_for()
         sizes["what_if"] = small_png(page.screenshot(full_page=True), out / "what_if.png")
     return sizes
+
+
+def take_upload(url: str, out: Path, condition: str, new_grade: str) -> dict[str, int]:
+    """The Your recording tab: a simulator recording of the condition's typical findings (16-bit WAV at
+    4 kHz as CirCor's; no real recording's picture is committed) described by picking the condition,
+    segmented, then its murmur edited to `new_grade`."""
+    import soundfile as sf
+
+    from hldm.clinical.validation import validate_dict
+    from hldm.data.simulator import simulate
+
+    typical = validate_dict({"condition": condition})
+    with tempfile.TemporaryDirectory(prefix="hldm-upload-") as tmp, browser_page(url) as page:
+        wav = Path(tmp) / "patient.wav"
+        sf.write(wav, simulate(typical, seconds=8.0, seed=4, noise_level=0.02).audio, 4000, subtype="PCM_16")
+        page.wait_for_selector("#l2 textarea")
+        choose(page, "condition", condition)
+        page.wait_for_function(f"document.querySelector('#l3 textarea').value.includes({condition!r})")
+        page.get_by_role("tab", name="Your recording").click()
+        page.set_input_files("#upload_file input[type=file]", str(wav))
+        page.locator("#upload_status").filter(has_text="Segmented").wait_for()
+        page.wait_for_selector("#upload_spec img[src]")
+        choose(page, "up_grade", new_grade)
+        page.click("#up_btn")
+        page.wait_for_selector("#upload_whatif img[src]")
+        page.locator("#upload_deltas").filter(has_text="re S1/S2").wait_for()
+        # from the tab bar down: the findings above it are the main view's
+        top = page.get_by_role("tab", name="Your recording").bounding_box()["y"] + page.evaluate("window.scrollY") - 8
+        height = page.evaluate("document.documentElement.scrollHeight") - top
+        shot = page.screenshot(full_page=True, clip={"x": 0, "y": top, "width": VIEWPORT["width"], "height": height})
+        return {"own_recording": small_png(shot, out / "own_recording.png")}
 
 
 def radio(page, elem_id: str, label: str) -> None:
@@ -140,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--condition", default="mitral regurgitation")
     ap.add_argument("--new-grade", default="IV", help="the what-if: grade changed to this value")
     ap.add_argument("--course", action="store_true", help="the Course tab's screenshots instead")
+    ap.add_argument("--upload", action="store_true", help="the Your recording tab's screenshot instead")
+    ap.add_argument("--upload-grade", default="V", help="--upload: the recording's murmur edited to this grade")
     ap.add_argument("--case-tries", type=int, default=3, help="model draws per course case (0: simulator only)")
     ap.add_argument("--screening-seed", type=int, default=1)
     args = ap.parse_args(argv)
@@ -154,8 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         launch(demo, "127.0.0.1", port, block=False)
         url = f"http://127.0.0.1:{port}"
         try:
-            sizes = (take_course(url, args.out, args.screening_seed) if args.course
-                     else take(url, args.out, args.condition, args.new_grade))
+            if args.course:
+                sizes = take_course(url, args.out, args.screening_seed)
+            elif args.upload:
+                sizes = take_upload(url, args.out, args.condition, args.upload_grade)
+            else:
+                sizes = take(url, args.out, args.condition, args.new_grade)
         finally:
             demo.close()
             ratings.close()

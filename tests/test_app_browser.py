@@ -152,8 +152,8 @@ def test_own_recording_is_segmented_edited_and_both_audios_and_the_difference_ap
     from hldm.data.simulator import simulate
 
     page.get_by_role("tab", name="Your recording").click()
-    # the findings above say mitral regurgitation, IV/VI, low-pitched; the clip's murmur is softer (a IV/VI
-    # low-pitched one hides S2 from the segmenter, which refuses it); 16-bit PCM WAV at 4 kHz, as CirCor's
+    # the findings above say mitral regurgitation, IV/VI, low-pitched; the clip's murmur is softer; 16-bit PCM
+    # WAV at 4 kHz, as CirCor's
     f = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=2, pitch="low",
                  quality="blowing", location="MV", heart_rate=80.0)
     wav = tmp_path / "patient_MV.wav"
