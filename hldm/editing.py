@@ -35,13 +35,13 @@ recording's own STFT in the murmur phase frames and nowhere else, keeping its ph
 3. The edited STFT is inverted with the upload's phase, so outside the edited frames the
    waveform is the upload's to float rounding.
 
-Measured on the shipped checkpoints (hldm.eval.edit_report, report section 6: 15 held-out
-CirCor murmurs, 5 per pitch, grade I-III as recorded, 8 s, levels read on the annotated
-segmentation): grade edits to every other grade follow the asked grade with Spearman 1.00 at
-every pitch (I->VI 4.6 / 20.6 / 25.5 dB low / medium / high: the low-pitched ceiling above);
-removal lands 1.6 / 1.2 / 1.5 dB over the murmur-free phase; S1/S2 onsets move 2.2 ms (grade),
-8.0 ms (removal), the heart rate under 1 bpm; the spectrum outside the edit stays within
-0.03-0.5 dB of the upload's (two recordings of one patient differ by 3.5 dB). Tried and dropped:
+Measured on the shipped checkpoints (reports/default section 6, hldm.eval.edit_report: 12 held-out
+CirCor murmurs, 4 per pitch, grade I-III as recorded, 8 s, levels read on the annotated segmentation):
+grade edits to every other grade follow the asked grade with Spearman 1.00 at every pitch (I->VI 4.0 /
+20.5 / 25.9 dB low / medium / high: the low-pitched ceiling above); removal lands 1.7 / 1.0 / 1.6 dB
+over the murmur-free phase; S1/S2 onsets move 1.6 ms (grade), 6.2 ms (removal), the heart rate at
+most 0.13 bpm; the spectrum outside the edit stays within 0.03-0.41 dB of the upload's (two recordings
+of one patient differ by 3.0 dB). Tried and dropped:
 the listener's envelope segmentation (above); the features' 64 ms STFT (removal 4-14 dB over the
 floor on short systoles); the ceiling 3 or 0 dB under S1/S2 (low I->VI 6.2 / 8.0 dB, but heart-rate
 changes of 1.8 bpm); a removal reaching 20-30 ms outward (beyond the local mean's reach: the gain is
