@@ -49,6 +49,7 @@ undefined there and S1/S2 were boosted 16-31 dB).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 
@@ -320,21 +321,22 @@ def _band_rows(pitch: str, bins: int) -> np.ndarray:
     return (freqs >= lo) & (freqs <= hi)
 
 
-def under_heart_sounds(murmur: np.ndarray, power: np.ndarray, seg: Segmentation,
-                       own: np.ndarray | float = 0.0) -> np.ndarray:
-    """murmur (F, T') power limited so that, as the listener's heart-sound band filter hears it
-    (listener.band_power_response: 1 in 25-150 Hz, falling off outside), each bin stays MIN_SOUND_DB
-    under the softer of S1 and S2 in that bin (their mean power over their inner frames), or at most
-    HEADROOM_DB over `own` (the recording's murmur, (F, T')) where that is louder already; a soft knee
-    keeps a higher grade louder. Far outside the band nothing changes: S1/S2 are heard as low thuds,
-    and a high-pitched murmur louder than them at 400 Hz leaves them audible."""
+def under_heart_sounds(power: np.ndarray, seg: Segmentation,
+                       own: np.ndarray | float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+    """The limit on a murmur's power (F, T') in a recording of STFT power `power` (F, T'): as the
+    listener's heart-sound band filter hears it (listener.band_power_response: 1 in 25-150 Hz,
+    falling off outside), each bin stays MIN_SOUND_DB under the softer of S1 and S2 in that bin (their
+    mean power over their inner frames), or at most HEADROOM_DB over `own` (the recording's murmur,
+    (F, T')) where that is louder already; a soft knee keeps a higher grade louder. Far outside the
+    band nothing changes: S1/S2 are heard as low thuds, and a high-pitched murmur louder than them at
+    400 Hz leaves them audible. Built once, applied to as many murmurs as asked (`_scale_to`)."""
     frames, bins = power.shape[1], power.shape[0]
     sounds = np.minimum(*(power[:, seg.inner_frames((s,), frames, hop=EDIT_HOP)].mean(axis=1, keepdims=True)
                           for s in (L.S1, L.S2)))  # (F, 1)
     heard = L.band_power_response(np.arange(bins) * SAMPLE_RATE / (2 * (bins - 1)))[:, None]  # (F, 1)
     cap = np.maximum(sounds * 10 ** (-MIN_SOUND_DB / 10), own * heard * 10 ** (HEADROOM_DB / 10))
-    ratio = murmur * heard / np.maximum(cap, 1e-30)
-    return murmur / (1.0 + ratio ** KNEE) ** (1.0 / KNEE)
+    reach = heard / np.maximum(cap, 1e-30)
+    return lambda murmur: murmur / (1.0 + (murmur * reach) ** KNEE) ** (1.0 / KNEE)
 
 
 def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after: Findings,
@@ -359,7 +361,7 @@ def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after:
         murmur = mean * new * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
     else:
         murmur = excess * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
-    murmur = under_heart_sounds(murmur, power, seg, excess if before.murmur == "present" else 0.0)
+    murmur = under_heart_sounds(power, seg, excess if before.murmur == "present" else 0.0)(murmur)
     if after.murmur != "present":  # removal: the whole phase, whatever part of it the murmur was said to fill
         old = seg.frame_weights(_WHOLE[phase], frames, EDIT_HOP, outward=True)
     w = np.maximum(old, new)  # (T',)
@@ -383,10 +385,11 @@ def _power(x: np.ndarray) -> np.ndarray:
     return np.abs(stft(x, EDIT_FFT, EDIT_HOP).numpy()) ** 2
 
 
-def _added_murmur(pipe, audio: np.ndarray, seg: Segmentation, before: Findings, change: dict, after: Findings,
-                  seed: int, sampling: dict) -> tuple[np.ndarray, str, object]:
-    """(F, T') power of the murmur to add at the level of the simulator's murmur of that grade on this
-    recording's S1/S2, its texture's source, and the latent what-if (None for the simulator's)."""
+def _added_murmur(pipe, audio: np.ndarray, power: np.ndarray, seg: Segmentation, before: Findings, change: dict,
+                  after: Findings, seed: int, sampling: dict) -> tuple[np.ndarray, str, object]:
+    """(F, T') power of the murmur to add to `audio` (its STFT power `power` (F, T')) at the level of the
+    simulator's murmur of that grade on this recording's S1/S2, its texture's source, and the latent
+    what-if (None for the simulator's)."""
     from hldm.data.augment import place_findings
 
     sim = place_findings(audio, _anchors(seg), after, seed=seed) - audio  # (N,) the simulator's murmur alone
@@ -402,19 +405,18 @@ def _added_murmur(pipe, audio: np.ndarray, seg: Segmentation, before: Findings, 
     excess = np.pad(excess, ((0, 0), (0, max(0, sim_power.shape[1] - excess.shape[1]))), mode="edge")
     excess = excess[:, :sim_power.shape[1]] * seg.frame_weights(after.timing, sim_power.shape[1], EDIT_HOP)
     model = float(excess[band][:, inner].mean())
-    power = _power(audio)
     texture, source = (sim_power, "simulator") if model < MODEL_MURMUR_MIN * target else (excess, "model")
-    return texture * _scale_to(texture, target, band, inner, power, seg), source, wi
+    return texture * _scale_to(texture, target, band, inner, under_heart_sounds(power, seg)), source, wi
 
 
-def _scale_to(texture: np.ndarray, target: float, band: np.ndarray, inner: np.ndarray, power: np.ndarray,
-              seg: Segmentation) -> float:
-    """The gain on a murmur's power `texture` (F, T') that brings its local power, once kept under the heart
-    sounds (`under_heart_sounds`, as `reshape_murmur` will), to `target` on average over band x inner, so
-    a higher grade lands higher whatever the texture's spectrum; at most 30 dB over the plain match (the
-    limit may make the target unreachable)."""
+def _scale_to(texture: np.ndarray, target: float, band: np.ndarray, inner: np.ndarray,
+              limit: Callable[[np.ndarray], np.ndarray]) -> float:
+    """The gain on a murmur's power `texture` (F, T') that brings its local power, once limited as
+    `reshape_murmur` will (`limit`, from `under_heart_sounds`), to `target` on average over band x inner,
+    so a higher grade lands higher whatever the texture's spectrum; at most 30 dB over the plain match
+    (the limit may make the target unreachable)."""
     local = _local(texture)
-    heard = (lambda g: float(under_heart_sounds(g * local, power, seg)[band][:, inner].mean()))
+    heard = (lambda g: float(limit(g * local)[band][:, inner].mean()))
     lo = np.log(target / max(float(local[band][:, inner].mean()), 1e-30))  # the plain match: the least it takes
     hi = lo + np.log(1e3)
     if heard(np.exp(hi)) < target:
@@ -472,7 +474,7 @@ def edit_recording(pipe, audio: np.ndarray, findings: Findings | dict, kind: str
     spec = stft(x, EDIT_FFT, EDIT_HOP).numpy()  # (F, T')
     added, source, wi = None, "recording", None
     if kind == "add":
-        added, source, wi = _added_murmur(pipe, x, seg, before, change, after, seed, sampling)
+        added, source, wi = _added_murmur(pipe, x, np.abs(spec) ** 2, seg, before, change, after, seed, sampling)
     edited_spec, w = reshape_murmur(spec, seg, before, after, added)
     edited = istft(torch.from_numpy(edited_spec), len(x), EDIT_FFT, EDIT_HOP).numpy().astype(np.float32)
     f = after if after.murmur == "present" else before

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -44,14 +44,16 @@ ADD_GRADES = (1, 3, 5)
 @dataclass
 class Upload:
     """One held-out recording to edit: audio (N,), its findings, patient, a second recording of the
-    same patient (None when the patient has one), both cropped to the same length, and the annotated
-    segmentation of the crop (K, 3) (CirCor's .tsv, the simulator's own), the measures' reference."""
+    same patient (None when the patient has one), both cropped to the same length, the annotated
+    segmentation of the crop (K, 3) (CirCor's .tsv, the simulator's own), the measures' reference, and
+    the editor's own segmentation of it (`editable` sets it: every edit starts from it)."""
 
     audio: np.ndarray
     findings: Findings
     patient: str
     other: np.ndarray | None
     truth: np.ndarray
+    seg: Segmentation | None = None
 
 
 def _crop(audio: np.ndarray, seg: np.ndarray, seconds: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -75,6 +77,7 @@ def held_out(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload]
 
     if not circor_available():
         murmurs, quiet = _simulated(per_pitch, normals, seconds)
+        murmurs, quiet = ([replace(u, seg=segment(u.audio)) for u in ups] for ups in (murmurs, quiet))
         return murmurs, quiet, "sim", {}
     from hldm.data.circor import load_circor, load_or_make_split
     from hldm.data.windows import CirCorWindows
@@ -105,11 +108,11 @@ def held_out(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload]
                 break
             if r.patient_id in taken or not wanted(r) or (u := upload(r)) is None:
                 continue
-            reason = refusal(u)
-            if reason:
-                refused.setdefault(key, Counter())[reason] += 1
+            got = editable(u)
+            if isinstance(got, str):
+                refused.setdefault(key, Counter())[got] += 1
                 continue
-            out.append(u)
+            out.append(got)
             taken.add(r.patient_id)
         return out
 
@@ -121,8 +124,9 @@ def held_out(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload]
     return murmurs, quiet, "circor", {k: dict(v) for k, v in refused.items()}
 
 
-def refusal(u: Upload) -> str | None:
-    """Why the editor refuses the upload (hldm.editing.segment, murmur_found), or None."""
+def editable(u: Upload) -> Upload | str:
+    """The upload with the editor's segmentation, or why the editor refuses it (hldm.editing.segment,
+    murmur_found)."""
     try:
         seg = segment(u.audio)
         if u.findings.murmur == "present":
@@ -131,7 +135,7 @@ def refusal(u: Upload) -> str | None:
         return "not segmentable"
     except ValueError:
         return "no murmur found"
-    return None
+    return replace(u, seg=seg)
 
 
 def _simulated(per_pitch: int, normals: int, seconds: float) -> tuple[list[Upload], list[Upload]]:
@@ -171,7 +175,7 @@ def _outside(seg: Segmentation, timing: str | None, frames: int) -> np.ndarray:
     return seg.frame_weights(timing, frames) == 0 if timing else np.ones(frames, dtype=bool)
 
 
-def same_patient_distance(u: Upload, seg: Segmentation) -> float:
+def same_patient_distance(u: Upload) -> float:
     """`spectral_distance_db` between the upload and the patient's other recording, each outside its murmur."""
     if u.other is None:
         return float("nan")
@@ -181,18 +185,17 @@ def same_patient_distance(u: Upload, seg: Segmentation) -> float:
         return float("nan")
     timing = u.findings.timing if u.findings.murmur == "present" else None
     frames = len(u.audio) // 32
-    return spectral_distance_db(u.audio, _outside(seg, timing, frames), u.other, _outside(seg_b, timing, frames))
+    return spectral_distance_db(u.audio, _outside(u.seg, timing, frames), u.other, _outside(seg_b, timing, frames))
 
 
-def measure(upload: np.ndarray, edited: np.ndarray, rows: np.ndarray, pitch: str, timing: str,
-            weights: np.ndarray) -> dict:
-    """One edit against its upload (module docstring); rows (K, 3): the upload's annotated segmentation,
-    where the levels are read; weights (T,): the frames the edit may change."""
-    level = L.murmur_level_db(edited, pitch, rows, phase=timing_phase(timing))
+def measure(u: Upload, edited: np.ndarray, pitch: str, timing: str, weights: np.ndarray) -> dict:
+    """One edit against its upload (module docstring), the levels read on the upload's annotated
+    segmentation; weights (T,): the frames the edit may change."""
+    level = L.murmur_level_db(edited, pitch, u.truth, phase=timing_phase(timing))
     keep = weights == 0
-    return {"level_db": level, "onset_shift_ms": onset_shift_ms(upload, edited),
-            "hr_change_bpm": abs(L.heart_rate(edited) - L.heart_rate(upload)),
-            "outside_db": spectral_distance_db(upload, keep, edited, keep)}
+    return {"level_db": level, "onset_shift_ms": onset_shift_ms(u.audio, edited),
+            "hr_change_bpm": abs(L.heart_rate(edited) - u.seg.heart_rate),  # the upload's, by the same listener
+            "outside_db": spectral_distance_db(u.audio, keep, edited, keep)}
 
 
 # ----------------------------------------------------------------------------- renderers
@@ -228,8 +231,7 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
     per_pitch: dict = {}
     edits: list[dict] = []
     for u in murmurs:
-        f = u.findings
-        seg = segment(u.audio)
+        f, seg = u.findings, u.seg
         row = per_pitch.setdefault(f.pitch, {"spearman": [], "swing_db": [], "removal_gap_db": [],
                                              "timing_shift_db": [], "same_patient_db": [],
                                              "grade_onset_shift_ms": [], "grade_hr_change_bpm": []})
@@ -240,7 +242,7 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
                 levels.append(L.murmur_level_db(u.audio, f.pitch, u.truth, phase=timing_phase(f.timing)))
                 continue
             out, w = render(u.audio, f, "grade", {"grade": g}, seg)
-            m = measure(u.audio, out, u.truth, f.pitch, f.timing, w)
+            m = measure(u, out, f.pitch, f.timing, w)
             levels.append(m["level_db"])
             row["grade_onset_shift_ms"].append(m["onset_shift_ms"])
             row["grade_hr_change_bpm"].append(m["hr_change_bpm"])
@@ -248,24 +250,23 @@ def evaluate(render: Renderer, murmurs: list[Upload], normals: list[Upload]) -> 
         row["spearman"].append(float(stats.spearmanr(grades, levels).statistic))
         row["swing_db"].append(levels[-1] - levels[0])
         out, w = render(u.audio, f, "remove", {}, seg)
-        m = measure(u.audio, out, u.truth, f.pitch, f.timing, w)
+        m = measure(u, out, f.pitch, f.timing, w)
         free = L.murmur_level_db(u.audio, f.pitch, u.truth,
                                  phase="diastolic" if timing_phase(f.timing) == "systolic" else "systolic")
         row["removal_gap_db"].append(m["level_db"] - free)
         edits.append({"kind": "remove", "pitch": f.pitch, **m})
         new = "late-systolic" if f.timing != "late-systolic" else "early-systolic"
         out, w = render(u.audio, f, "timing", {"timing": new}, seg)
-        m = measure(u.audio, out, u.truth, f.pitch, new, w)
+        m = measure(u, out, f.pitch, new, w)
         row["timing_shift_db"].append(m["level_db"] - levels[grades.index(f.grade)])
         edits.append({"kind": "timing", "pitch": f.pitch, **m})
-        row["same_patient_db"].append(same_patient_distance(u, seg))
+        row["same_patient_db"].append(same_patient_distance(u))
     add_levels = []
     for u in normals:
-        seg = segment(u.audio)
         levels = []
         for g in ADD_GRADES:
-            out, w = render(u.audio, u.findings, "add", {"grade": g}, seg)
-            m = measure(u.audio, out, u.truth, "medium", "holosystolic", w)
+            out, w = render(u.audio, u.findings, "add", {"grade": g}, u.seg)
+            m = measure(u, out, "medium", "holosystolic", w)
             levels.append(m["level_db"])
             edits.append({"kind": "add", "pitch": "medium", **m})
         add_levels.append(levels)
@@ -292,8 +293,8 @@ def run(pipe, per_pitch: int = 5, normals: int = 3, seconds: float = 8.0, seed: 
     found = {"segmenter (checkpoints/segmenter)": agreement(segmenter_rows(default_segmenter()), annotated, seconds),
              "envelope rule (listener.phases)": agreement(L.phases, annotated, seconds)}
     out = {"source": source, "seconds": seconds, "n_murmur": len(murmurs), "n_normal": len(quiet),
-           "targets": TARGETS, "segmentation": found, "refused": refused, "methods": {"recording edit (hldm.editing)": evaluate(recording_renderer(pipe, seed),
-                                                                                    murmurs, quiet)}}
+           "targets": TARGETS, "segmentation": found, "refused": refused,
+           "methods": {"recording edit (hldm.editing)": evaluate(recording_renderer(pipe, seed), murmurs, quiet)}}
     if baseline:
         out["methods"]["SDEdit 0.5 (pipe.edit)"] = evaluate(sdedit_renderer(pipe, 0.5, seed), murmurs, quiet)
     return out
@@ -317,8 +318,8 @@ def markdown(sec: dict) -> list[str]:
            f"{sec['n_normal']} murmur-free ones given a holosystolic medium-pitched murmur of grade I, III, V. "
            f"{sec['seconds']:g} s from the first annotated S1; the editor segments each upload itself, and each "
            "edited clip is measured with hldm.eval.listener against the upload: the murmur band re S1/S2 in its "
-           "phase on the upload's annotated segmentation, S1/S2 onset shift and heart-rate change, and the spectral distance outside the edited "
-           "frames (RMS dB of the mean 20-800 Hz spectra, gain removed) beside the same distance between two "
+           "phase on the upload's annotated segmentation, S1/S2 onset shift and heart-rate change, and the "
+           "spectral distance outside the edited frames (RMS dB of the mean 20-800 Hz spectra, gain removed) beside the same distance between two "
            "recordings of one patient (another site) outside their murmur phases.", ""]
     from hldm.train.segmenter import ONSET_TOL_S
 
