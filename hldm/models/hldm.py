@@ -53,7 +53,7 @@ class DiffusionConfig:
     steps: int = 20
     guidance: float = 3.0
     window_seconds: float = 4.0  # length of the training windows (generation may be longer)
-    speckle: bool = False  # Rayleigh speckle on the decoded magnitudes before Griffin-Lim (features.invert)
+    speckle: bool = False  # a recorded noise's texture on the decoded magnitudes before Griffin-Lim (features.invert)
     gl_iters: int = 32  # Griffin-Lim iterations of the inversion (a generation default like steps)
 
     def __post_init__(self):
