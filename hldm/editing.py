@@ -329,21 +329,23 @@ def under_heart_sounds(power: np.ndarray, seg: Segmentation,
     mean power over their inner frames), or at most HEADROOM_DB over `own` (the recording's murmur,
     (F, T')) where that is louder already; a soft knee keeps a higher grade louder. Far outside the
     band nothing changes: S1/S2 are heard as low thuds, and a high-pitched murmur louder than them at
-    400 Hz leaves them audible. Built once, applied to as many murmurs as asked (`_scale_to`)."""
+    400 Hz leaves them audible. Built once, applied to as many murmurs as asked (`_scale_to`); `cells`
+    (an index into (F, T')) limits a murmur given for those cells only."""
     frames, bins = power.shape[1], power.shape[0]
     sounds = np.minimum(*(power[:, seg.inner_frames((s,), frames, hop=EDIT_HOP)].mean(axis=1, keepdims=True)
                           for s in (L.S1, L.S2)))  # (F, 1)
     heard = L.band_power_response(np.arange(bins) * SAMPLE_RATE / (2 * (bins - 1)))[:, None]  # (F, 1)
     cap = np.maximum(sounds * 10 ** (-MIN_SOUND_DB / 10), own * heard * 10 ** (HEADROOM_DB / 10))
-    reach = heard / np.maximum(cap, 1e-30)
-    return lambda murmur: murmur / (1.0 + (murmur * reach) ** KNEE) ** (1.0 / KNEE)
+    reach = np.broadcast_to(heard / np.maximum(cap, 1e-30), power.shape)
+    return lambda murmur, cells=Ellipsis: murmur / (1.0 + (murmur * reach[cells]) ** KNEE) ** (1.0 / KNEE)
 
 
 def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after: Findings,
-                   added: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   added: np.ndarray | None = None, gain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The STFT (F, T') of a recording with its murmur changed from `before` to `after` (module
     docstring, step 2), and the frame weights (T',) of the edit. added: (F, T') power of a murmur
-    to add (murmur added), already at its level."""
+    to add (murmur added), already at its level; gain: the factor on the murmur's power instead of
+    the grade step (hldm.conformance sets a level, not a step)."""
     frames = spec.shape[1]
     power = np.abs(spec) ** 2
     phase = timing_phase((after if after.murmur == "present" else before).timing)
@@ -360,7 +362,7 @@ def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after:
         mean = (excess * old).sum(1, keepdims=True) / max(float(old.sum()), 1e-9)  # (F, 1)
         murmur = mean * new * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
     else:
-        murmur = excess * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
+        murmur = excess * (10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10) if gain is None else gain)
     murmur = under_heart_sounds(power, seg, excess if before.murmur == "present" else 0.0)(murmur)
     if after.murmur != "present":  # removal: the whole phase, whatever part of it the murmur was said to fill
         old = seg.frame_weights(_WHOLE[phase], frames, EDIT_HOP, outward=True)
@@ -415,9 +417,10 @@ def _scale_to(texture: np.ndarray, target: float, band: np.ndarray, inner: np.nd
     `reshape_murmur` will (`limit`, from `under_heart_sounds`), to `target` on average over band x inner,
     so a higher grade lands higher whatever the texture's spectrum; at most 30 dB over the plain match
     (the limit may make the target unreachable)."""
-    local = _local(texture)
-    heard = (lambda g: float(limit(g * local)[band][:, inner].mean()))
-    lo = np.log(target / max(float(local[band][:, inner].mean()), 1e-30))  # the plain match: the least it takes
+    cells = np.ix_(np.flatnonzero(band), np.flatnonzero(inner))  # only these are heard; the limit acts cell by cell
+    local = _local(texture)[cells]
+    heard = (lambda g: float(limit(g * local, cells).mean()))
+    lo = np.log(target / max(float(local.mean()), 1e-30))  # the plain match: the least it takes
     hi = lo + np.log(1e3)
     if heard(np.exp(hi)) < target:
         return float(np.exp(hi))

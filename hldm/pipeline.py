@@ -10,7 +10,10 @@ Generation follows H-LDM end to end: findings are validated
 (hldm.clinical.validation) and turned into L1/L2/L3 prompts, the conditioner
 gives c and the heart rate, a sampler (hldm.diffusion) runs classifier-free
 guided reverse diffusion in the MS-VAE latent from seeded noise, the VAE decodes
-to STFT features and Griffin-Lim (seeded) gives the waveform. Everything is
+to STFT features and Griffin-Lim (seeded) gives the waveform; with `conform` (the
+shipped model's default) the clip is then edited to its findings' heart rate, murmur
+phase and level (hldm.conformance), where the model falls back to what CirCor shows it.
+Everything is
 deterministic for a seed. Batches: row k of a call with seed s uses seed s + k
 (its initial noise, its sampler noise and its Griffin-Lim phase), so it equals a
 single call with seed s + k up to float rounding.
@@ -58,7 +61,9 @@ class Generation:
     weights (n_steps, 4) are w_i(c) of the structured-noise head at each sampling step
     (SUBSPACES order); attention maps each Medical Attention layer to its M_cardiac
     (L', L') at the last step; intervals come from the VAE's S1/S2 head on the latent
-    and the requested murmur timing. timings / cpu_timings: wall seconds and process CPU
+    and the requested murmur timing, or with conformance from the conformed clip's segmentation;
+    features are the decoded ones, or the conformed audio's. conformance: what hldm.conformance
+    did (empty when it was off). timings / cpu_timings: wall seconds and process CPU
     seconds (all threads) of each stage (STAGES) of the call that made this clip, shared
     by every clip of a batched call; other processes on the cores inflate the first far
     more than the second.
@@ -80,6 +85,7 @@ class Generation:
     device: str
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
+    conformance: dict = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -92,7 +98,8 @@ class Generation:
                 "seed": self.seed, "sampler": self.sampler, "steps": self.steps, "guidance": self.guidance,
                 "seconds": self.seconds, "sr": self.sr, "device": self.device,
                 "weights": {name: self.weights[:, i].round(5).tolist() for i, name in enumerate(SUBSPACES)},
-                "intervals": [[round(a, 4), round(b, 4), kind] for a, b, kind in self.intervals]}
+                "intervals": [[round(a, 4), round(b, 4), kind] for a, b, kind in self.intervals],
+                "conformance": self.conformance}
 
 
 @dataclass
@@ -147,7 +154,7 @@ def intervals_from_s1s2(prob: np.ndarray, frame_seconds: float, timing: str | No
 
 
 # Stages of a generation call, in order (Generation.timings).
-STAGES = ("condition", "denoise", "decode", "invert")
+STAGES = ("condition", "denoise", "decode", "invert", "conform")
 
 
 class _StageClock:
@@ -202,13 +209,16 @@ class HLDMPipeline:
     @torch.inference_mode()
     def generate(self, findings: FindingsLike | Sequence[FindingsLike], seed: int = 0, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, seconds: float = 10.0,
-                 batch: int = 1, progress: Progress | None = None) -> Generation | list[Generation]:
+                 batch: int = 1, progress: Progress | None = None,
+                 conform: bool | None = None) -> Generation | list[Generation]:
         """Generate a clip of `seconds` for findings (Findings, a dict of fields, or Prompts).
 
         A dict with a condition starts from the condition's typical findings; its other
         fields override them (`validate_dict`).
 
-        steps / guidance / sampler default to the model config's. Returns one
+        steps / guidance / sampler / conform default to the model config's (conform: edit the
+        clip to its findings' rate, murmur phase and level; not for Prompts given verbatim,
+        whose findings are not all known). Returns one
         Generation; with batch > 1 (the same findings, seeds seed..seed+batch-1) or
         a list of findings (one clip each, seeds seed, seed+1, ...) a list of
         Generations, computed in one batched run. Invalid findings raise
@@ -224,23 +234,27 @@ class HLDMPipeline:
             if not isinstance(batch, int) or batch < 1:
                 raise ValueError(f"batch: must be an integer >= 1, got {batch!r}")
             items = [self._resolve(findings)] * batch
+        verbatim = [isinstance(f, Prompts) for f in (findings if isinstance(findings, (list, tuple)) else [findings])]
         gens = self._run(items, [seed + k for k in range(len(items))], steps, guidance, sampler, seconds,
-                         progress=progress)
+                         progress=progress, conform=[self._conforms(conform) and not v for v in verbatim * batch])
         return gens[0] if len(gens) == 1 and not isinstance(findings, (list, tuple)) else gens
 
     @torch.inference_mode()
     def what_if(self, findings: FindingsLike, change: dict, seed: int = 0, steps: int | None = None,
                 guidance: float | None = None, sampler: str | None = None, seconds: float = 10.0,
-                progress: Progress | None = None, hold: bool = True) -> WhatIf:
+                progress: Progress | None = None, hold: bool = True, conform: bool | None = None) -> WhatIf:
         """Generate under `findings` and under `findings` with `change` applied, from the SAME noise.
 
         hold: the subspaces the change may not move (a grade edit: rhythm, S1/S2, noise) are
         tied to the unedited clip's at every step, so only what the edit is about changes.
+        conform: as in `generate`; side b takes side a's segmentation and time map, unless the
+        change is the heart rate.
         """
         (fa, pa), (fb, pb), changed = self._change(findings, change)
         held = held_subspaces(changed) if hold else ()
         a, b = self._run([(fa, pa), (fb, pb)], [seed, seed], steps, guidance, sampler, seconds, progress=progress,
-                         held=held)
+                         held=held, conform=[self._conforms(conform) and not isinstance(findings, Prompts)] * 2,
+                         paired="heart_rate" not in changed)
         return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent), held)
 
     @torch.inference_mode()
@@ -318,10 +332,15 @@ class HLDMPipeline:
             raise ValueError(f"seconds: {seconds!r}; allowed: {MIN_SECONDS}..{MAX_SECONDS}")
         return steps, guidance, sampler, n_frames(round(seconds * SAMPLE_RATE))
 
+    def _conforms(self, conform: bool | None) -> bool:
+        return self.config.diffusion.conform if conform is None else bool(conform)
+
     def _run(self, items: list[tuple[Findings, Prompts]], seeds: list[int], steps, guidance, sampler, seconds,
              progress: Progress | None = None, init: torch.Tensor | None = None,
-             strength: float = 1.0, held: tuple[str, ...] = ()) -> list[Generation]:
-        """held (a what-if pair, rows a and b): those subspaces of b are tied to a's (`samplers.tie`)."""
+             strength: float = 1.0, held: tuple[str, ...] = (), conform: Sequence[bool] = (),
+             paired: bool = False) -> list[Generation]:
+        """held (a what-if pair, rows a and b): those subspaces of b are tied to a's (`samplers.tie`).
+        conform: per row, whether hldm.conformance edits it; paired: row b takes row a's time map."""
         steps, guidance, sampler, n_feat = self._settings(steps, guidance, sampler, seconds)
         clock = _StageClock(self.device)
         m, dcfg = self.model, self.config.diffusion
@@ -353,21 +372,43 @@ class HLDMPipeline:
         clock.lap("decode")
         audio = invert(feat, n_iter=dcfg.gl_iters, seed=seeds, speckle=dcfg.speckle)  # (B, N): the whole batch at once
         clock.lap("invert")
-        feat = feat.cpu()
+        feat = feat.cpu().numpy()
+        conformed = _conform(audio, feat, findings, seeds, list(conform) or [False] * B, paired)
+        clock.lap("conform")
         w = torch.stack(weights, dim=1).numpy()  # (B, n_steps, 4)
         names = m.attention_names()
         frame_s = self.config.vae.time_downsample / FRAMES_PER_SECOND
         out = []
         for k, (f, p) in enumerate(items):
+            timing = f.timing if f.murmur == "present" else None
+            clip, features, seg, record = conformed[k]
             out.append(Generation(
-                audio=audio[k], sr=SAMPLE_RATE, features=feat[k].numpy(),
+                audio=clip, sr=SAMPLE_RATE, features=features,
                 latent=latent[k].float().cpu().numpy(), weights=w[k],
                 attention={name: a[k].float().cpu().numpy() for name, a in zip(names, last_attn)},
                 prompts=p, findings=f,
-                intervals=intervals_from_s1s2(s1s2[k], frame_s, f.timing if f.murmur == "present" else None),
+                intervals=seg.intervals(timing) if seg is not None else intervals_from_s1s2(s1s2[k], frame_s, timing),
                 seed=seeds[k], sampler=sampler, steps=steps, guidance=guidance, device=str(self.device),
-                timings=dict(clock.wall), cpu_timings=dict(clock.cpu)))
+                timings=dict(clock.wall), cpu_timings=dict(clock.cpu), conformance=record))
         return out
+
+
+def _conform(audio: np.ndarray, feat: np.ndarray, findings: list[Findings], seeds: list[int], conform: list[bool],
+             paired: bool) -> list[tuple[np.ndarray, np.ndarray, object, dict]]:
+    """Per clip of audio (B, N) and its decoded features (B, 129, T): (audio, features, segmentation or
+    None, record) after hldm.conformance where asked (paired: row 1 reuses row 0's time map)."""
+    out, plan = [], None
+    for k in range(len(audio)):
+        if not conform[k]:
+            out.append((audio[k], feat[k], None, {}))
+            continue
+        from hldm.conformance import conform as conform_clip
+
+        done, plan = conform_clip(audio[k], findings[k], seeds[k], plan if paired and k == 1 else None)
+        features = to_features(normalize_loudness(done.audio)).numpy()[:, :feat.shape[-1]] \
+            if done.segmentation is not None else feat[k]
+        out.append((done.audio, features, done.segmentation, done.record))
+    return out
 
 
 def pair_ties(held: tuple[str, ...], n_channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:

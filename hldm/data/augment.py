@@ -70,15 +70,20 @@ def source_cycles(seg: np.ndarray, onset: float, tol: float = 1e-3) -> np.ndarra
     return np.asarray(cycles, dtype=np.float64).reshape(-1, 5)
 
 
-def retime_anchors(cycles: np.ndarray, heart_rate: float) -> np.ndarray:
+def retime_anchors(cycles: np.ndarray, heart_rate: float, max_variation: float | None = None) -> np.ndarray:
     """Source cycles (K, 5) -> the same landmarks re-timed to `heart_rate`, (K, 5), starting at 0.
 
-    RR_k' = 60 / heart_rate * RR_k / mean(RR); systole' = systole * QS2(new) / QS2(source);
-    S1 and S2 keep their lengths; diastole takes the rest (at least 40 ms).
+    RR_k' = 60 / heart_rate * RR_k / mean(RR), with RR_k / mean(RR) clipped to 1 +- max_variation
+    when given (a recording's beat-to-beat variation is a few per cent; a generated clip's may be
+    a missed or extra beat); systole' = systole * QS2(new) / QS2(source); S1 and S2 keep their
+    lengths; diastole takes the rest (at least 40 ms).
     """
     rr = cycles[:, 4] - cycles[:, 0]
     src_rate = 60.0 / float(np.mean(rr))
-    new_rr = 60.0 / heart_rate * rr / np.mean(rr)
+    ratio = rr / np.mean(rr)
+    if max_variation is not None:
+        ratio = np.clip(ratio, 1.0 - max_variation, 1.0 + max_variation)
+    new_rr = 60.0 / heart_rate * ratio
     s1 = cycles[:, 1] - cycles[:, 0]
     s2 = cycles[:, 3] - cycles[:, 2]
     systole = (cycles[:, 2] - cycles[:, 0]) * qs2_ms(heart_rate) / qs2_ms(src_rate)

@@ -55,6 +55,7 @@ class DiffusionConfig:
     window_seconds: float = 4.0  # length of the training windows (generation may be longer)
     speckle: bool = False  # a recorded noise's texture on the decoded magnitudes before Griffin-Lim (features.invert)
     gl_iters: int = 32  # Griffin-Lim iterations of the inversion (a generation default like steps)
+    conform: bool = False  # edit each clip to its findings' rate, murmur phase and level (hldm.conformance)
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:

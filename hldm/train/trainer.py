@@ -100,7 +100,7 @@ def model_config(cfg: TrainConfig):
     return HLDMConfig.from_dict(d)
 
 
-GENERATION_DEFAULTS = ("sampler", "steps", "guidance", "speckle", "gl_iters")  # diffusion keys training never reads
+GENERATION_DEFAULTS = ("sampler", "steps", "guidance", "speckle", "gl_iters", "conform")  # diffusion keys training never reads
 
 
 def _comparable(model_cfg: dict) -> dict:

@@ -1,0 +1,189 @@
+"""A generated clip made to carry the findings it was asked for: heart rate, murmur phase and level (issue 15).
+
+The model honours what CirCor shows it (children at 70-140 bpm, systolic murmurs of grades
+I-III) and falls back to that pattern for the rest: a slow adult heart comes out near
+100 bpm, an aortic regurgitation murmur in systole, a grade V murmur barely louder than a
+grade I (reports/default section 5). The recording editor (hldm.editing) already changes
+exactly these things on a real recording while keeping everything else of it, so the
+sampler's clip is treated as a recording and edited to its findings:
+
+1. `editing.segment` finds its S1, systole, S2 and diastole with the shipped segmenter; a
+   clip it refuses (too noisy, no beat) is left as the model made it, and the record says why.
+2. `plan_retiming` / `retime`: where its rate is more than RATE_TOLERANCE off the asked one,
+   its cycles are re-timed as hldm.data.augment re-times the training canvases (systole
+   follows Weissler's QS2, diastole takes the rest, each beat keeps its ratio to the mean,
+   S1 and S2 are copied by the phase vocoder, not stretched); a clip too short for a faster
+   rate reuses its cycles from the start.
+3. `set_murmur`: the murmur is set in the asked phase at the level the simulator gives that
+   grade on this clip's own S1/S2 (6 dB a Levine grade, hldm.data.augment.place_findings), or
+   AUDIBLE_DB over the phase's noise floor at grade I (6 dB more a grade) where the clip is
+   noisier than that, through the editor's heart-sound limit. Its texture is the model's own murmur where the
+   model put one in that phase (louder there than in the other phase by MIN_MURMUR_DB, or
+   running through S2 for a continuous one); else a murmur the model put in the wrong
+   phase is removed and the simulator's murmur of the asked timing, shape and pitch is
+   placed (the editor's "murmur added"), as the training data places murmurs CirCor lacks.
+
+Everything else (background, stethoscope texture, heart sounds) stays the model's. The
+what-if pair shares side a's segmentation and time map, so a grade change moves only the
+murmur. Deterministic for a seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from hldm.clinical.vocabulary import SAMPLE_RATE, Findings, timing_phase
+from hldm.data.simulator import PITCH_BAND_HZ
+from hldm.editing import (DB_PER_GRADE, EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors,
+                          _band_rows, _floor, _local, _power, _scale_to, istft, reshape_murmur, segment, stft,
+                          under_heart_sounds)
+from hldm.eval import listener as L
+
+RATE_TOLERANCE = 0.05  # a clip within 5 % of the asked rate (as the listener reads its beat) keeps its own timing
+BEAT_VARIATION = 0.05  # each re-timed beat stays within 5 % of the asked period (sinus rhythm at rest)
+MAX_REUSE = 8  # a clip's cycles are reused at most this many times to fill a faster rate
+AUDIBLE_DB = 3.0  # a grade I murmur's power at least this far over its phase's floor in its band (6 dB more a grade)
+SPANS_S2_FOUND = 0.3  # log10: a continuous murmur the model made runs through S2 at twice the floor
+WRAP_S = 1e-4  # where reused cycles start again: the time map jumps back within this
+
+
+@dataclass(frozen=True)
+class Retiming:
+    """A clip's time map: output time dst (M,) s reads the model's clip at src (M,) s, piecewise
+    linearly; rows (K, 3): the re-timed clip's segmentation; rate: bpm before and after."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    rows: np.ndarray
+    rate: tuple[float, float]
+
+    @property
+    def identity(self) -> bool:
+        return self.rate[0] == self.rate[1]
+
+
+@dataclass
+class Conformed:
+    """A clip edited to its findings: audio (N,) float32, segmentation of that audio, and what was done."""
+
+    audio: np.ndarray
+    segmentation: Segmentation | None
+    record: dict
+
+
+def plan_retiming(seg: Segmentation, heart_rate: float) -> Retiming:
+    """The time map that brings a clip segmented as `seg` to `heart_rate` (module docstring, step 2)."""
+    from hldm.data.augment import retime_anchors, segmentation_of
+
+    cycles = _anchors(seg)  # (K, 5)
+    if not len(cycles):
+        raise SegmentationError("no complete heart cycle to re-time")
+    before = seg.heart_rate
+    ends = np.array([0.0, seg.seconds])
+    if abs(before / heart_rate - 1.0) <= RATE_TOLERANCE:
+        return Retiming(ends, ends, seg.rows, (before, before))
+    start = float(cycles[0, 0])
+    uses = int(np.clip(np.ceil((seg.seconds - start) * heart_rate / 60.0 / len(cycles)), 1, MAX_REUSE))
+    source = np.tile(cycles, (uses, 1))
+    new = retime_anchors(source, heart_rate, BEAT_VARIATION) + start  # (K * uses, 5)
+    src, dst = [0.0], [0.0]  # the clip's start up to its first S1 is copied as it is
+    for k in range(len(source)):
+        src += list(source[k, :4])
+        dst += list(new[k, :4])
+        if k + 1 == len(source) or source[k + 1, 0] != source[k, 4]:  # the last cycle, or cycles reused from here
+            src.append(source[k, 4])
+            dst.append(new[k, 4] - (WRAP_S if k + 1 < len(source) else 0.0))
+    head = seg.rows[seg.rows[:, 0] < start]
+    head = np.column_stack([head[:, 0], np.minimum(head[:, 1], start), head[:, 2]])
+    rows = np.vstack([head, segmentation_of(new)])
+    rows = rows[rows[:, 0] < seg.seconds]
+    rows[:, 1] = np.minimum(rows[:, 1], seg.seconds)
+    return Retiming(np.asarray(src), np.asarray(dst), rows, (before, float(heart_rate)))
+
+
+def retime(audio: np.ndarray, plan: Retiming, seed: int) -> np.ndarray:
+    """audio (N,) along the plan's time map, (N,) float32 (the phase vocoder of hldm.data.augment)."""
+    from hldm.data.augment import vocode
+
+    if plan.identity:
+        return np.asarray(audio, dtype=np.float32)
+    return vocode(audio, plan.src, plan.dst, len(audio), rng=np.random.default_rng([seed, 2]))
+
+
+def murmur_in_phase(audio: np.ndarray, seg: Segmentation, f: Findings) -> float:
+    """How clearly `audio` already holds f's murmur where f says: dB of its pitch band in the murmur's
+    phase over the other phase (> 0: there; < 0: in the wrong phase), or for a continuous murmur
+    10 x `listener.spans_s2` (how far over the late-diastolic floor it runs through S2)."""
+    band, phase = PITCH_BAND_HZ[f.pitch], timing_phase(f.timing)
+    if phase == "continuous":
+        return 10.0 * L.spans_s2(audio, band, seg.rows)
+    other = "diastolic" if phase == "systolic" else "systolic"
+    return (L.murmur_level_db(audio, f.pitch, seg.rows, phase=phase)
+            - L.murmur_level_db(audio, f.pitch, seg.rows, phase=other))
+
+
+def _audible(floor: np.ndarray, band: np.ndarray, grade: int) -> float:
+    """The least murmur power in `band` a grade may have over the phase's floor (F, 1): a clip noisier
+    than the simulator's reference would otherwise hide a soft murmur the clinician asked for."""
+    return float(floor[band].mean()) * 10 ** ((AUDIBLE_DB + DB_PER_GRADE * (grade - 1)) / 10)
+
+
+def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> tuple[np.ndarray, dict]:
+    """`audio` (N,) with f's murmur in its phase at its grade's level (module docstring, step 3), and
+    what was done."""
+    from hldm.data.augment import place_findings
+
+    x = np.asarray(audio, dtype=np.float32)
+    if f.murmur != "present":
+        return x, {"murmur": "none asked"}
+    phase = timing_phase(f.timing)
+    found = murmur_in_phase(x, seg, f)
+    spec = stft(x, EDIT_FFT, EDIT_HOP).numpy()  # (F, T')
+    bins, frames = spec.shape
+    sim_power = _power(place_findings(x, _anchors(seg), f, seed=seed) - x)  # the simulator's murmur alone
+    band = _band_rows(f.pitch, bins)
+    inner = seg.inner_frames(L.PHASE_STATES[phase], frames, hop=EDIT_HOP)
+    sim_target = float(sim_power[band][:, inner].mean())
+    threshold = 10.0 * SPANS_S2_FOUND if phase == "continuous" else MIN_MURMUR_DB
+    absent = replace(f, murmur="absent")  # reshape_murmur reads murmur, timing, grade and pitch only
+    if found >= threshold:  # the model's murmur, brought to its grade's level
+        power = np.abs(spec) ** 2
+        local = _local(power, seg.inner_frames(L.PHASE_STATES[phase], frames, (0.0, 1.0), EDIT_HOP))
+        floor = _floor(power, seg, phase)
+        excess = np.maximum(local - floor, 0.0) * seg.frame_weights(f.timing, frames, EDIT_HOP)
+        target = max(sim_target, _audible(floor, band, f.grade))
+        gain = _scale_to(excess, target, band, inner, under_heart_sounds(power, seg, excess))
+        edited, _ = reshape_murmur(spec, seg, f, f, gain=gain)
+        source = "model"
+    else:
+        if phase != "continuous" and found <= -MIN_MURMUR_DB:  # the model's murmur sits in the other phase
+            wrong = replace(f, timing="holodiastolic" if phase == "systolic" else "holosystolic")
+            spec, _ = reshape_murmur(spec, seg, wrong, absent)
+        power = np.abs(spec) ** 2
+        target = max(sim_target, _audible(_floor(power, seg, phase), band, f.grade))
+        gain = _scale_to(sim_power, target, band, inner, under_heart_sounds(power, seg))
+        edited, _ = reshape_murmur(spec, seg, absent, f, added=sim_power * gain)
+        source = "simulator"
+    out = istft(torch.from_numpy(edited), len(x), EDIT_FFT, EDIT_HOP).numpy().astype(np.float32)
+    level = (lambda a: round(L.murmur_level_db(a, f.pitch, seg.rows, phase=phase), 2))
+    return out, {"murmur": source, "found_db": round(float(found), 2), "level_db": [level(x), level(out)]}
+
+
+def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = None) -> tuple[Conformed, Retiming | None]:
+    """`audio` (N,) made to carry findings f (module docstring), and the time map used (None when the clip
+    could not be segmented; pass it back as `plan` to give another clip the same timing, as the what-if's
+    side b)."""
+    x = np.asarray(audio, dtype=np.float32)
+    if plan is None:
+        try:
+            seg = segment(x)
+            plan = plan_retiming(seg, float(f.heart_rate))
+        except SegmentationError as e:
+            return Conformed(x, None, {"skipped": str(e)}), None
+    timed = retime(x, plan, seed)
+    seg = Segmentation(plan.rows, plan.rate[1], len(x) / SAMPLE_RATE)
+    out, murmur = set_murmur(timed, seg, f, seed)
+    record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], **murmur}
+    return Conformed(out, seg, record), plan

@@ -1,0 +1,114 @@
+"""hldm.conformance: a clip is edited to carry its findings' rate, murmur phase and level (simulator clips
+stand in for generated ones: their beats and murmurs are known)."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from hldm.clinical.knowledge_graph import default_graph
+from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
+from hldm.conformance import conform, plan_retiming, retime, set_murmur
+from hldm.data.simulator import PITCH_BAND_HZ, simulate
+from hldm.editing import segment
+from hldm.eval import listener as L
+from hldm.models.hldm import HLDMConfig
+from hldm.pipeline import HLDMPipeline
+
+SECONDS = 8.0
+NORMAL = Findings(heart_rate=100.0, age_group="adult")
+
+
+@pytest.fixture(scope="module")
+def normal_clip():
+    return simulate(NORMAL, seconds=SECONDS, seed=4, noise_level=0.02).audio
+
+
+def _s1_lengths(rows: np.ndarray) -> np.ndarray:
+    s1 = rows[rows[:, 2] == L.S1]
+    return s1[:, 1] - s1[:, 0]
+
+
+@pytest.mark.parametrize("rate", [50.0, 150.0])
+def test_a_clip_at_the_wrong_rate_is_retimed_to_the_asked_one_with_its_heart_sounds_kept(normal_clip, rate):
+    seg = segment(normal_clip)
+    plan = plan_retiming(seg, rate)
+    out = retime(normal_clip, plan, seed=0)
+    assert out.shape == normal_clip.shape and out.dtype == np.float32
+    assert abs(L.heart_rate(out) - rate) < 0.05 * rate
+    found = segment(out)  # the re-timed clip's beats are where the plan says
+    assert abs(found.heart_rate - rate) < 0.05 * rate
+    assert np.median(_s1_lengths(plan.rows)) == pytest.approx(np.median(_s1_lengths(seg.rows)), abs=0.01)
+    rr = np.diff(plan.rows[plan.rows[:, 2] == L.S1, 0])
+    assert np.all(np.abs(rr / (60.0 / rate) - 1) < 0.06)  # sinus rhythm: within 5 % of the asked period
+    np.testing.assert_array_equal(out, retime(normal_clip, plan, seed=0))
+
+
+def test_a_clip_already_at_its_rate_keeps_its_timing(normal_clip):
+    plan = plan_retiming(segment(normal_clip), 100.0)
+    assert plan.identity
+    np.testing.assert_array_equal(retime(normal_clip, plan, seed=0), normal_clip)
+
+
+@pytest.mark.parametrize("condition", ["aortic regurgitation", "mitral stenosis", "patent ductus arteriosus",
+                                       "mitral valve prolapse"])
+def test_a_murmur_the_clip_lacks_is_placed_in_its_phase(normal_clip, condition):
+    f = default_graph().typical_findings(condition).with_(heart_rate=100.0)
+    seg = segment(normal_clip)
+    out, record = set_murmur(normal_clip, seg, f, seed=1)
+    band = PITCH_BAND_HZ[f.pitch]
+    assert record["murmur"] == "simulator"
+    phase = {"early-diastolic": "diastolic", "mid-diastolic": "diastolic", "continuous": "continuous",
+             "late-systolic": "systolic"}[f.timing]
+    if phase == "continuous":
+        assert L.spans_s2(out, band, seg.rows) >= 0.3
+    else:
+        ratio = L.systole_diastole_ratio(out, band, seg.rows)
+        assert ratio >= 0.3 if phase == "systolic" else ratio <= -0.3
+    assert record["level_db"][1] > record["level_db"][0]
+
+
+def test_a_murmur_in_the_wrong_phase_is_moved(normal_clip):
+    systolic = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=3, pitch="high",
+                        quality="blowing", location="MV", heart_rate=100.0)
+    clip = simulate(systolic, seconds=SECONDS, seed=4, noise_level=0.02).audio
+    seg = segment(clip)
+    diastolic = systolic.with_(timing="early-diastolic", shape="decrescendo", location="AV")
+    band = PITCH_BAND_HZ["high"]
+    assert L.systole_diastole_ratio(clip, band, seg.rows) > 0.3
+    out, record = set_murmur(clip, seg, diastolic, seed=1)
+    assert record["found_db"] < -1 and record["murmur"] == "simulator"
+    assert L.systole_diastole_ratio(out, band, seg.rows) <= -0.3
+
+
+@pytest.mark.parametrize("pitch, swing", [("medium", 8.0), ("high", 8.0)])
+def test_grade_sets_the_level_re_s1_s2_and_leaves_the_heart_sounds(pitch, swing):
+    base = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=2, pitch=pitch,
+                    quality="blowing", location="MV", heart_rate=80.0)
+    clip = simulate(base, seconds=SECONDS, seed=2, noise_level=0.02).audio
+    seg = segment(clip)
+    levels, sources = [], set()
+    for grade in range(1, 7):
+        out, record = set_murmur(clip, seg, base.with_(grade=grade), seed=0)
+        levels.append(L.murmur_level_db(out, pitch, seg.rows, phase="systolic"))
+        sources.add(record["murmur"])
+        assert abs(L.heart_rate(out) - L.heart_rate(clip)) < 2
+    assert sources == {"model"}  # the clip's own murmur, scaled: it was where the findings say
+    assert stats.spearmanr(range(1, 7), levels).statistic >= 0.9
+    assert levels[-1] - levels[0] >= swing
+
+
+def test_a_clip_that_cannot_be_segmented_is_left_as_it_is():
+    noise = np.random.default_rng(0).normal(size=int(SECONDS * SAMPLE_RATE)).astype(np.float32)
+    done, plan = conform(noise, NORMAL, seed=0)
+    assert plan is None and done.segmentation is None
+    assert "noisy" in done.record["skipped"] or "beat" in done.record["skipped"]
+    np.testing.assert_array_equal(done.audio, noise)
+
+
+def test_the_pipeline_records_conformance_and_turns_it_off():
+    pipe = HLDMPipeline.from_config(HLDMConfig.tiny(), seed=0, device="cpu")
+    f = {"murmur": "absent", "heart_rate": 60}
+    raw = pipe.generate(f, seed=3, seconds=2.0, conform=False)
+    assert raw.conformance == {} and "conformance" in raw.to_json()
+    done = pipe.generate(f, seed=3, seconds=2.0, conform=True)  # a random model's noise: nothing to segment
+    assert "skipped" in done.conformance
+    np.testing.assert_array_equal(done.audio, raw.audio)
