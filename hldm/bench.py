@@ -48,7 +48,7 @@ from hldm.paths import DEFAULT_CHECKPOINT
 EXAMPLE = {"murmur": "present", "timing": "holosystolic", "shape": "plateau", "grade": 3, "pitch": "high",
            "quality": "blowing", "location": "MV", "radiation": "axilla", "heart_rate": 80.0}
 WHAT_IF = {"grade": 4}
-STAGE_NAMES = ("text_encoding", "graph_encoding", "denoising", "vae_decoding", "audio_inversion")
+STAGE_NAMES = ("text_encoding", "graph_encoding", "denoising", "vae_decoding", "audio_inversion", "conformance")
 
 # (key, what, goal, unit, True when larger is better); "measured" is looked up in the report.
 TARGETS = (
@@ -204,7 +204,7 @@ def latency(pipe, settings: BenchSettings) -> dict:
 def _stages(t: dict[str, float], text: float, total: float | None) -> dict[str, float]:
     """Pipeline stage times (Generation.timings) in the report's terms; text split off the conditioning."""
     stages = {"text_encoding": text, "graph_encoding": max(t["condition"] - text, 0.0), "denoising": t["denoise"],
-              "vae_decoding": t["decode"], "audio_inversion": t["invert"]}
+              "vae_decoding": t["decode"], "audio_inversion": t["invert"], "conformance": t["conform"]}
     if total is not None:
         stages["other"] = max(total - sum(stages.values()), 0.0)
     return stages

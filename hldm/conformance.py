@@ -187,3 +187,19 @@ def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = N
     out, murmur = set_murmur(timed, seg, f, seed)
     record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], **murmur}
     return Conformed(out, seg, record), plan
+
+
+def describe(record: dict) -> str:
+    """One line for the user on what `conform` did to a clip (its `record`); "" when it was off."""
+    if not record:
+        return ""
+    if "skipped" in record:
+        return f"Left as the model made it: {record['skipped']}."
+    before, after = record["heart_rate"]
+    parts = [f"re-timed {before:.0f} -> {after:.0f} bpm" if before != after else f"its own rate ({after:.0f} bpm) kept"]
+    if record["murmur"] == "model":
+        parts.append(f"the model's murmur set to its grade's level ({record['level_db'][1]:+.1f} dB re S1/S2)")
+    elif record["murmur"] == "simulator":
+        parts.append("the model's murmur was not in its phase, so the simulator's murmur was placed there "
+                     f"({record['level_db'][1]:+.1f} dB re S1/S2)")
+    return "Conformed to the findings: " + "; ".join(parts) + "."

@@ -43,6 +43,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp", "dpmpp_sde"), help="default: the model's")
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--raw", dest="conform", action="store_false", default=None,
+                        help="the model's clip as sampled: not edited to the findings' rate, murmur phase and level")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
@@ -83,7 +85,8 @@ def _run(argv: list[str], parser: argparse.ArgumentParser, body) -> int:
 
 
 def _settings(args) -> dict:
-    return dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, seconds=args.seconds)
+    return dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, seconds=args.seconds,
+                conform=args.conform)
 
 
 def main(argv: list[str]) -> int:

@@ -1,12 +1,14 @@
 """hldm.conformance: a clip is edited to carry its findings' rate, murmur phase and level (simulator clips
 stand in for generated ones: their beats and murmurs are known)."""
+import re
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from hldm.clinical.knowledge_graph import default_graph
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
-from hldm.conformance import conform, plan_retiming, retime, set_murmur
+from hldm.conformance import conform, describe, plan_retiming, retime, set_murmur
 from hldm.data.simulator import PITCH_BAND_HZ, simulate
 from hldm.editing import segment
 from hldm.eval import listener as L
@@ -112,3 +114,12 @@ def test_the_pipeline_records_conformance_and_turns_it_off():
     done = pipe.generate(f, seed=3, seconds=2.0, conform=True)  # a random model's noise: nothing to segment
     assert "skipped" in done.conformance
     np.testing.assert_array_equal(done.audio, raw.audio)
+
+
+def test_the_user_is_told_what_conformance_did(normal_clip):
+    assert describe({}) == ""
+    assert describe({"skipped": "no heart beat found"}).startswith("Left as the model made it: no heart beat")
+    f = default_graph().typical_findings("aortic regurgitation").with_(heart_rate=60.0)
+    done, _ = conform(normal_clip, f, seed=0)
+    text = describe(done.record)
+    assert re.search(r"re-timed 10[01] -> 60 bpm", text) and "simulator" in text and "dB re S1/S2" in text

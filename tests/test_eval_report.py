@@ -13,6 +13,7 @@ from hldm.data.simulator import simulate
 from hldm.eval import augmentation as A
 from hldm.eval import counterfactual as CF
 from hldm.eval import evaluator_cli, report
+from hldm.eval import listener_report as LR
 from hldm.models.hldm import HLDMConfig
 from hldm.pipeline import HLDMPipeline
 
@@ -266,3 +267,18 @@ def test_sampler_sweep_measures_each_row_and_resumes_without_measuring_again(no_
     assert "| ddim | 2 | 4 |" in table and "| unipc | 2 | 4 |" in table
     assert sampler_sweep.main(common + ["--rows", "euler-2-4"]) == 2
     assert "SAMPLER-STEPS-GL" in capsys.readouterr().err
+
+
+def test_with_conformance_the_listener_section_shows_the_model_alone_beside(quick_report, tiny_model_dir):
+    data = json.loads((quick_report / "metrics.json").read_text())["listener"]
+    data["model_alone"] = {"phase": data["phase"], "heart_rate": data["heart_rate"],
+                           "grade": {"generated": data["grade"]["generated"]}}
+    md = "\n".join(report.listener_markdown(data, 2.0))
+    assert "model alone: sys/dia" in md
+    assert {"child, model alone", "adult, model alone"} <= set(table_rows(md, "age group"))
+    assert set(table_rows(md, "what-if clips")) == {"generated", "simulator", "generated, model alone"}
+    pipe = HLDMPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    pipe.config.diffusion.conform = True
+    with LR.model_alone(pipe):
+        assert not pipe.config.diffusion.conform
+    assert pipe.config.diffusion.conform

@@ -268,6 +268,22 @@ def test_generate_cli_writes_wav_and_json(labels, tmp_path, capsys):
     assert "grade" in capsys.readouterr().err
 
 
+def test_generate_cli_conforms_as_the_model_says_unless_raw(labels, tmp_path):
+    from hldm.pipeline_cli import main
+
+    ckpt = labels.save_pretrained(tmp_path / "ckpt")
+    config = json.loads((ckpt / "config.json").read_text())
+    config["config"]["diffusion"]["conform"] = True
+    (ckpt / "config.json").write_text(json.dumps(config))
+    for flags, conformed in (([], True), (["--raw"], False)):
+        out = tmp_path / f"clip{len(flags)}.wav"
+        assert main(["--checkpoint", str(ckpt), "--findings", '{"heart_rate": 60}', "--steps", "2", "--seconds", "2",
+                     "--device", "cpu", "--out", str(out), *flags]) == 0
+        record = json.loads(out.with_suffix(".json").read_text())["conformance"]
+        assert bool(record) == conformed  # a random model's clip: conformance says why it left it alone
+        assert not conformed or "skipped" in record
+
+
 def test_export_cli_writes_zip_with_labels(labels, tmp_path):
     from hldm.pipeline_cli import export_main
 

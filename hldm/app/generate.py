@@ -12,6 +12,7 @@ from hldm.app.common import (MAX_SECONDS, PAGE_MODEL_CALL, audio_out, audio_play
                              playback_copy, progress_bar, sampling)
 from hldm.app.design import Design
 from hldm.clinical.vocabulary import Findings
+from hldm.conformance import describe
 from hldm.pipeline import Generation, HLDMPipeline
 
 
@@ -37,7 +38,7 @@ class GenerateHandlers:
         counts = {k: sum(1 for *_, lab in gen.intervals if lab == k) for k in ("S1", "S2", "murmur")}
         info = (f"Generated {gen.seconds:.1f} s in {elapsed:.2f} s on **{gen.device}** ({gen.sampler}, "
                 f"{gen.steps} steps, guidance {gen.guidance:g}, seed {gen.seed}). Marked: {counts['S1']} S1, "
-                f"{counts['S2']} S2, {counts['murmur']} murmur interval(s).")
+                f"{counts['S2']} S2, {counts['murmur']} murmur interval(s). {describe(gen.conformance)}")
         return audio_out(gen.audio, gen.sr), playback_copy(gen.audio, gen.sr), spec, info, interp
 
     @findings_api
@@ -51,7 +52,8 @@ class GenerateHandlers:
             seconds: clip length in seconds
         Returns:
             the WAV file, and its record: validated findings, L1/L2/L3 prompts, sampler settings,
-            per-step noise weights w_i and the S1/S2/murmur intervals in seconds
+            per-step noise weights w_i, the S1/S2/murmur intervals in seconds, and what was done to
+            make the clip carry its findings (conformance: re-timing, murmur level and source)
         """
         gen = self._generate(findings, seed, steps, guidance, sampler, seconds)
         return wav_file(gen.audio, gen.sr, f"hldm_seed{gen.seed}.wav"), gen.to_json()

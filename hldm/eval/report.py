@@ -330,15 +330,28 @@ def listener_markdown(sec: dict, clip_seconds: float) -> list[str]:
            f"log10 of the pitch band's power in systole over diastole; pass: systolic >= +{LR.PHASE_PASS}, "
            f"diastolic <= -{LR.PHASE_PASS} (twice the power in its phase); continuous: the power just before "
            f"and just after S2 both >= twice the late-diastolic floor (spans S2 >= {LR.PHASE_PASS}).", ""]
-    rows = [[c, p["timing"] or "no murmur", p["pitch"] or "-", p["generated"]["ratio"], p["generated"]["spans_s2"],
-             _verdict(p["generated"]["pass"]), p["simulator"]["ratio"], p["simulator"]["spans_s2"],
-             _verdict(p["simulator"]["pass"])] for c, p in sec["phase"].items()]
-    out += [_table(["condition (typical findings)", "timing", "pitch", "generated: sys/dia", "spans S2", "pass", "simulator: sys/dia",
-                    "spans S2", "pass"], rows), ""]
+    alone = sec.get("model_alone")
+    if alone:
+        out += ["\"generated\" clips are the app's: the sampler's clip edited to its findings' heart rate, "
+                "murmur phase and level (hldm.conformance); \"model alone\" rows and columns are the sampler's "
+                "clips before that edit (same seeds).", ""]
+
+    def reading(r: dict) -> list:
+        return [r["ratio"], r["spans_s2"], _verdict(r["pass"])]
+
+    rows = [[c, p["timing"] or "no murmur", p["pitch"] or "-", *reading(p["generated"]),
+             *(reading(alone["phase"][c]["generated"]) if alone else []), *reading(p["simulator"])]
+            for c, p in sec["phase"].items()]
+    head = ["generated: sys/dia", "spans S2", "pass"] + (["model alone: sys/dia", "spans S2", "pass"] if alone else [])
+    out += [_table(["condition (typical findings)", "timing", "pitch", *head, "simulator: sys/dia", "spans S2", "pass"],
+                   rows), ""]
     hr = sec["heart_rate"]
     lo, hi = LR.HR_TARGET_RANGE
     errors = ("median_abs_error_bpm", "median_abs_error_50_150_bpm")
     rows = [[age] + a["measured"] + [a[k] for k in errors] for age, a in hr["by_age"].items()]
+    if alone:
+        rows += [[f"{age}, model alone"] + a["measured"] + [a[k] for k in errors]
+                 for age, a in alone["heart_rate"]["by_age"].items()]
     rows.append(["simulator (known answer)"] + ["-"] * len(hr["rates"]) + [hr["simulator"][k] for k in errors])
     out += ["### Heart rate asked vs measured (no murmur)", "",
             _table(["age group"] + [f"{r} bpm" for r in hr["rates"]] + ["median abs error", f"same, {lo}-{hi} bpm"],
@@ -349,7 +362,9 @@ def listener_markdown(sec: dict, clip_seconds: float) -> list[str]:
             "base clip.", ""]
     rows = [[name, pitch] + [v["level_db_by_grade"].get(g) for g in range(1, 7)]
             + [v[k] for k in ("swing_db", "spearman", "onset_shift_ms", "hr_change_bpm")]
-            for name, by_pitch in sec["grade"].items() for pitch, v in by_pitch.items()]
+            for name, by_pitch in [*sec["grade"].items(), *([("generated, model alone", alone["grade"]["generated"])]
+                                                           if alone else [])]
+            for pitch, v in by_pitch.items()]
     out += [_table(["what-if clips", "pitch"] + [f"grade {g}" for g in range(1, 7)]
                    + ["I->VI dB", "Spearman", "S1/S2 shift ms", "HR change bpm"], rows), ""]
     return out
