@@ -16,8 +16,8 @@ sampler's clip is treated as a recording and edited to its findings:
    rate reuses its cycles from the start.
 3. `set_murmur`: the murmur is set in the asked phase at the level the simulator gives that
    grade on this clip's own S1/S2 (6 dB a Levine grade, hldm.data.augment.place_findings), or
-   AUDIBLE_DB over the phase's noise floor at grade I (6 dB more a grade) where the clip is
-   noisier than that, through the editor's heart-sound limit. Its texture is the model's own murmur where the
+   AUDIBLE_DB over the phase's noise floor at grade I (AUDIBLE_STEP_DB more a grade) where the
+   clip is noisier than that, through the editor's heart-sound limit. Its texture is the model's own murmur where the
    model put one in that phase (louder there than in the other phase by MIN_MURMUR_DB, or
    running through S2 for a continuous one); else a murmur the model put in the wrong
    phase is removed and the simulator's murmur of the asked timing, shape and pitch is
@@ -36,7 +36,7 @@ import torch
 
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings, timing_phase
 from hldm.data.simulator import PITCH_BAND_HZ
-from hldm.editing import (DB_PER_GRADE, EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors,
+from hldm.editing import (EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors,
                           _band_rows, _floor, _local, _power, _scale_to, istft, reshape_murmur, segment, stft,
                           under_heart_sounds)
 from hldm.eval import listener as L
@@ -44,7 +44,8 @@ from hldm.eval import listener as L
 RATE_TOLERANCE = 0.05  # a clip within 5 % of the asked rate (as the listener reads its beat) keeps its own timing
 BEAT_VARIATION = 0.05  # each re-timed beat stays within 5 % of the asked period (sinus rhythm at rest)
 MAX_REUSE = 8  # a clip's cycles are reused at most this many times to fill a faster rate
-AUDIBLE_DB = 3.0  # a grade I murmur's power at least this far over its phase's floor in its band (6 dB more a grade)
+AUDIBLE_DB = 3.0  # a grade I murmur's power at least this far over its phase's floor in its band ...
+AUDIBLE_STEP_DB = 3.0  # ... and this much more a grade: half a grade step, so the level re S1/S2 rules the loud grades
 SPANS_S2_FOUND = 0.3  # log10: a continuous murmur the model made runs through S2 at twice the floor
 WRAP_S = 1e-4  # where reused cycles start again: the time map jumps back within this
 
@@ -127,7 +128,7 @@ def murmur_in_phase(audio: np.ndarray, seg: Segmentation, f: Findings) -> float:
 def _audible(floor: np.ndarray, band: np.ndarray, grade: int) -> float:
     """The least murmur power in `band` a grade may have over the phase's floor (F, 1): a clip noisier
     than the simulator's reference would otherwise hide a soft murmur the clinician asked for."""
-    return float(floor[band].mean()) * 10 ** ((AUDIBLE_DB + DB_PER_GRADE * (grade - 1)) / 10)
+    return float(floor[band].mean()) * 10 ** ((AUDIBLE_DB + AUDIBLE_STEP_DB * (grade - 1)) / 10)
 
 
 def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> tuple[np.ndarray, dict]:
