@@ -17,6 +17,7 @@ The simulator (hldm.data.simulator) is the known answer every measure is checked
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import signal
@@ -57,7 +58,10 @@ def _checked(audio) -> np.ndarray:
     return x
 
 
+@lru_cache(maxsize=32)
 def _band_sos(band: tuple[float, float]) -> np.ndarray:
+    """4th-order Butterworth band-pass sections; designed once per band (the design cost more than
+    filtering a clip)."""
     return signal.butter(4, band, btype="band", fs=SAMPLE_RATE, output="sos")
 
 
