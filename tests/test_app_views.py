@@ -234,6 +234,15 @@ def test_what_if_names_the_changed_field_and_every_subspace(pipeline):
         handlers.what_if("timing", "early-diastolic", True, *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
     with pytest.raises(gr.Error, match="already III"):  # MR is grade III: nothing would change
         handlers.what_if("grade", 3, True, *MR, *FAST, progress=_NoProgress())
+    assert "Before*:" not in md  # conformance off (the tiny model's default): nothing to report
+    pipeline.config.diffusion.conform = True
+    try:
+        *_, conformed = handlers.what_if("grade", 5, True, *MR, *FAST, progress=_NoProgress())
+        _, _, _, info, _ = GenerateHandlers(pipeline).generate(*MR, *FAST, progress=_NoProgress())
+    finally:
+        pipeline.config.diffusion.conform = False
+    assert "*Before*: Left as the model made it" in conformed and "*After*: Left as the model made it" in conformed
+    assert "Left as the model made it" in info  # a random model's clip: conformance says why it did nothing
 
 
 @pytest.mark.parametrize("content, reason", [

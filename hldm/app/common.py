@@ -10,6 +10,7 @@ import numpy as np
 from hldm.audio.io import resample
 from hldm.clinical import vocabulary as V
 from hldm.clinical.validation import FindingsError, validate_dict
+from hldm.conformance import describe
 from hldm.diffusion.schedules import SAMPLERS
 
 # Input limits: what one request may ask of a shared machine.
@@ -166,7 +167,8 @@ def show(v, attribute: str | None = None) -> str:
 
 def deltas_markdown(wi) -> str:
     """Which findings changed and how far each latent subspace moved (relative L2), largest first;
-    subspaces the what-if held to the first clip's are marked as such."""
+    subspaces the what-if held to the first clip's are marked as such; then what conformance did to
+    each side."""
     items = sorted(wi.subspace_delta.items(), key=lambda kv: -kv[1])
     top = max((v for _, v in items), default=0.0)
     lines = [f"Changed findings: **{', '.join(wi.changed_fields) or 'none'}**", "",
@@ -175,4 +177,5 @@ def deltas_markdown(wi) -> str:
         verdict = ("held (kept from *before*)" if name in wi.held
                    else "**changed**" if v >= max(0.25 * top, SUBSPACE_MOVED) else "about the same")
         lines.append(f"| {name} | {v:.3f} | {verdict} |")
-    return "\n".join(lines)
+    notes = [f"*{side}*: {text}" for side, g in (("Before", wi.a), ("After", wi.b)) if (text := describe(g.conformance))]
+    return "\n".join(lines + ([""] + notes if notes else []))
