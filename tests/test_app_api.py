@@ -28,8 +28,8 @@ def pipeline():
 
 
 @pytest.mark.parametrize("endpoint, own", [
-    (GenerateHandlers.generate_api, ["seed", "steps", "guidance", "sampler", "seconds"]),
-    (WhatIfHandlers.what_if_api, ["change", "hold", "seed", "steps", "guidance", "sampler", "seconds"]),
+    (GenerateHandlers.generate_api, ["seed", "steps", "guidance", "sampler", "seconds", "conform"]),
+    (WhatIfHandlers.what_if_api, ["change", "hold", "seed", "steps", "guidance", "sampler", "seconds", "conform"]),
     (UploadHandlers.edit_api, ["recording", "change", "strength", "hold", "seed", "steps", "guidance", "sampler"]),
     (ExportHandlers.export_api, ["n", "seconds", "seed", "steps", "guidance", "sampler"]),
 ])

@@ -129,7 +129,7 @@ def test_app_starts_on_the_untrained_model_with_a_banner_when_no_checkpoint(tmp_
            for name, e in demo.get_api_info()["named_endpoints"].items()}
     assert {"/generate", "/what_if", "/edit", "/export"} <= set(api)
     assert api["/generate"][:3] == ["condition", "murmur", "grade"]
-    assert api["/generate"][-5:] == ["seed", "steps", "guidance", "sampler", "seconds"]
+    assert api["/generate"][-6:] == ["seed", "steps", "guidance", "sampler", "seconds", "conform"]
     assert api["/edit"][:2] == ["recording", "change"] and "strength" in api["/edit"]
     assert not [name for names in api.values() for name in names if name.startswith("param_")]
 
@@ -186,7 +186,7 @@ def test_examples_all_validate(design):
 
 
 def test_generate_returns_4k_audio_an_8k_louder_copy_and_figures(pipeline):
-    (sr4, a4), (sr8, a8), spec, info, interp = GenerateHandlers(pipeline).generate(*MR, *FAST, progress=_NoProgress())
+    (sr4, a4), (sr8, a8), spec, info, interp = GenerateHandlers(pipeline).generate(None, *MR, *FAST, progress=_NoProgress())
     assert (sr4, sr8) == (4000, 8000) and len(a8) == 2 * len(a4) == 2 * 8000
     assert a4.dtype == a8.dtype == np.int16
     assert _is_image(spec) and "cpu" in info and "2 steps" in info and "seed 0" in info
@@ -216,33 +216,38 @@ def test_playback_copy_is_louder_8k_and_never_clips():
 def test_generate_refuses_out_of_range_settings(pipeline):
     handlers = GenerateHandlers(pipeline)
     with pytest.raises(gr.Error, match="steps"):
-        handlers.generate(*MR, 0, common.MAX_STEPS + 1, 2.0, "ddim", 2.0, progress=_NoProgress())
+        handlers.generate(None, *MR, 0, common.MAX_STEPS + 1, 2.0, "ddim", 2.0, progress=_NoProgress())
     with pytest.raises(gr.Error, match="sampler"):
-        handlers.generate(*MR, 0, 2, 2.0, "euler", 2.0, progress=_NoProgress())
+        handlers.generate(None, *MR, 0, 2, 2.0, "euler", 2.0, progress=_NoProgress())
 
 
 def test_what_if_names_the_changed_field_and_every_subspace(pipeline):
     handlers = WhatIfHandlers(pipeline)
-    img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, True, *MR, *FAST, progress=_NoProgress())
+    img, (sra, a), (srb, b), md = handlers.what_if("grade", 5, True, None, *MR, *FAST, progress=_NoProgress())
     assert _is_image(img) and len(a) == len(b)
     assert "Changed findings: **grade**" in md
     assert all(name in md for name in ("rhythm", "s1s2", "murmur", "noise"))
     assert "| rhythm | 0.000 | held" in md and "| s1s2 | 0.000 | held" in md
-    *_, free = handlers.what_if("grade", 5, False, *MR, *FAST, progress=_NoProgress())
+    *_, free = handlers.what_if("grade", 5, False, None, *MR, *FAST, progress=_NoProgress())
     assert "held" not in free and "| rhythm | 0.000" not in free
     with pytest.raises(gr.Error, match="grade"):  # a diastolic grade V is refused, not generated
-        handlers.what_if("timing", "early-diastolic", True, *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
+        handlers.what_if("timing", "early-diastolic", True, None, *MR[:2], 5, *MR[3:], *FAST, progress=_NoProgress())
     with pytest.raises(gr.Error, match="already III"):  # MR is grade III: nothing would change
-        handlers.what_if("grade", 3, True, *MR, *FAST, progress=_NoProgress())
+        handlers.what_if("grade", 3, True, None, *MR, *FAST, progress=_NoProgress())
     assert "Before*:" not in md  # conformance off (the tiny model's default): nothing to report
+    # the switch turns it on (a random model's clip: conformance says why it did nothing) ...
+    *_, conformed = handlers.what_if("grade", 5, True, True, *MR, *FAST, progress=_NoProgress())
+    _, _, _, info, _ = GenerateHandlers(pipeline).generate(True, *MR, *FAST, progress=_NoProgress())
+    assert "*Before*: Left as the model made it" in conformed and "*After*: Left as the model made it" in conformed
+    assert "Left as the model made it" in info
+    # ... and off where the model's default is on
     pipeline.config.diffusion.conform = True
     try:
-        *_, conformed = handlers.what_if("grade", 5, True, *MR, *FAST, progress=_NoProgress())
-        _, _, _, info, _ = GenerateHandlers(pipeline).generate(*MR, *FAST, progress=_NoProgress())
+        *_, raw = handlers.what_if("grade", 5, True, False, *MR, *FAST, progress=_NoProgress())
+        _, _, _, raw_info, _ = GenerateHandlers(pipeline).generate(False, *MR, *FAST, progress=_NoProgress())
     finally:
         pipeline.config.diffusion.conform = False
-    assert "*Before*: Left as the model made it" in conformed and "*After*: Left as the model made it" in conformed
-    assert "Left as the model made it" in info  # a random model's clip: conformance says why it did nothing
+    assert "Before*:" not in raw and "Left as" not in raw_info
 
 
 @pytest.mark.parametrize("content, reason", [

@@ -51,7 +51,9 @@ FINDINGS_PARAMETERS: tuple[tuple[str, object, str], ...] = (
 # Sampler settings every endpoint takes, documented once.
 SETTINGS_DOCS = {"steps": "sampling steps (default: the model's)",
                  "guidance": "classifier-free guidance scale (default: the model's)",
-                 "sampler": f"{', '.join(SAMPLERS)} (default: the model's)"}
+                 "sampler": f"{', '.join(SAMPLERS)} (default: the model's)",
+                 "conform": "edit each clip to its findings' heart rate, murmur phase and level (default: the "
+                            "model's, on for the shipped one; false: the sampler's clip as it comes)"}
 
 
 def findings_api(method):

@@ -165,6 +165,14 @@ def show(v, attribute: str | None = None) -> str:
     return V.ROMAN[int(v) - 1] if attribute == "grade" else str(v)
 
 
+def conform_switch(elem_id: str, pipeline) -> gr.Checkbox:
+    """The switch between the clip edited to its findings (hldm.conformance) and the sampler's clip as it
+    comes; starts at the model's default."""
+    return gr.Checkbox(value=pipeline.config.diffusion.conform, elem_id=elem_id,
+                       label="Edit to the findings (heart rate, murmur phase and level; untick for the model's "
+                             "clip as sampled)")
+
+
 def deltas_markdown(wi) -> str:
     """Which findings changed and how far each latent subspace moved (relative L2), largest first;
     subspaces the what-if held to the first clip's are marked as such; then what conformance did to

@@ -8,8 +8,8 @@ import gradio as gr
 
 from hldm import app_views
 from hldm.app.api import SamplerName, findings_api, wav_file
-from hldm.app.common import (MAX_SECONDS, PAGE_MODEL_CALL, audio_out, audio_player, clamp, figure, findings_or_raise,
-                             playback_copy, progress_bar, sampling)
+from hldm.app.common import (MAX_SECONDS, PAGE_MODEL_CALL, audio_out, audio_player, clamp, conform_switch, figure,
+                             findings_or_raise, playback_copy, progress_bar, sampling)
 from hldm.app.design import Design
 from hldm.clinical.vocabulary import Findings
 from hldm.conformance import describe
@@ -22,15 +22,18 @@ class GenerateHandlers:
     def __init__(self, pipeline: HLDMPipeline):
         self.pipeline = pipeline
 
-    def _generate(self, findings: Findings, seed, steps, guidance, sampler, seconds, progress=None) -> Generation:
+    def _generate(self, findings: Findings, seed, steps, guidance, sampler, seconds, conform=None,
+                  progress=None) -> Generation:
         return self.pipeline.generate(findings, seconds=clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
-                                      progress=progress, **sampling(seed, steps, guidance, sampler))
+                                      progress=progress, conform=None if conform is None else bool(conform),
+                                      **sampling(seed, steps, guidance, sampler))
 
-    def generate(self, *args, progress=gr.Progress()):
-        """Controls and sampling settings -> (4 kHz audio, 8 kHz playback copy, spectrogram, info, traces)."""
+    def generate(self, conform, *args, progress=gr.Progress()):
+        """The conform switch, controls and sampling settings -> (4 kHz audio, 8 kHz playback copy,
+        spectrogram, info, traces)."""
         *values, seed, steps, guidance, sampler, seconds = args
         t0 = time.perf_counter()
-        gen = self._generate(findings_or_raise(values), seed, steps, guidance, sampler, seconds,
+        gen = self._generate(findings_or_raise(values), seed, steps, guidance, sampler, seconds, conform,
                              progress_bar(progress, "sampling"))
         elapsed = time.perf_counter() - t0
         spec = app_views.spectrogram_image(gen.features, gen.intervals, title=f"{gen.prompts.l2}  (seed {gen.seed})")
@@ -44,7 +47,7 @@ class GenerateHandlers:
     @findings_api
     def generate_api(self, findings: Findings, seed: int = 0, steps: int | None = None,
                      guidance: float | None = None, sampler: SamplerName | None = None,
-                     seconds: float = 10.0) -> tuple[gr.FileData, dict]:
+                     seconds: float = 10.0, conform: bool | None = None) -> tuple[gr.FileData, dict]:
         """Generate one phonocardiogram (4 kHz mono WAV) from clinical findings.
 
         Parameters:
@@ -55,7 +58,7 @@ class GenerateHandlers:
             per-step noise weights w_i, the S1/S2/murmur intervals in seconds, and what was done to
             make the clip carry its findings (conformance: re-timing, murmur level and source)
         """
-        gen = self._generate(findings, seed, steps, guidance, sampler, seconds)
+        gen = self._generate(findings, seed, steps, guidance, sampler, seconds, conform)
         return wav_file(gen.audio, gen.sr, f"hldm_seed{gen.seed}.wav"), gen.to_json()
 
 
@@ -64,12 +67,14 @@ def build_generate_tab(pipeline: HLDMPipeline, design: Design, interp: gr.State)
     the /generate endpoint."""
     h = GenerateHandlers(pipeline)
     with gr.Tab("Generate", id="generate"):
-        button = gr.Button("Generate", variant="primary", elem_id="generate_btn")
+        with gr.Row():
+            button = gr.Button("Generate", variant="primary", elem_id="generate_btn", scale=3)
+            conform = conform_switch("gen_conform", pipeline)
         info = gr.Markdown(elem_id="gen_info")
         with gr.Row():
             audio4 = audio_player(label="PCG, 4 kHz WAV", elem_id="audio_4k")
             audio8 = audio_player(label="Louder 8 kHz playback copy", elem_id="audio_8k")
         spec = figure(label="Spectrogram (S1, S2, murmur marked)", elem_id="spectrogram")
-    button.click(h.generate, [*design.controls, *design.sampling], [audio4, audio8, spec, info, interp],
+    button.click(h.generate, [conform, *design.controls, *design.sampling], [audio4, audio8, spec, info, interp],
                  **PAGE_MODEL_CALL)
     return h
