@@ -185,5 +185,7 @@ def deltas_markdown(wi) -> str:
         verdict = ("held (kept from *before*)" if name in wi.held
                    else "**changed**" if v >= max(0.25 * top, SUBSPACE_MOVED) else "about the same")
         lines.append(f"| {name} | {v:.3f} | {verdict} |")
-    notes = [f"*{side}*: {text}" for side, g in (("Before", wi.a), ("After", wi.b)) if (text := describe(g.conformance))]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    for side, g in (("Before", wi.a), ("After", wi.b)):
+        if text := describe(g.conformance):
+            lines += ["", f"*{side}*: {text}"]  # a paragraph each
+    return "\n".join(lines)
