@@ -36,9 +36,9 @@ import torch
 
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings, timing_phase
 from hldm.data.simulator import PITCH_BAND_HZ
-from hldm.editing import (EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors,
-                          _band_rows, _floor, _local, _power, _scale_to, istft, reshape_murmur, segment, stft,
-                          under_heart_sounds)
+from hldm.audio.features import istft, stft
+from hldm.editing import (EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors, _band_rows,
+                          _floor, _power, _scale_to, murmur_excess, reshape_murmur, segment, under_heart_sounds)
 from hldm.eval import listener as L
 
 RATE_TOLERANCE = 0.05  # a clip within 5 % of the asked rate (as the listener reads its beat) keeps its own timing
@@ -151,9 +151,8 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> 
     absent = replace(f, murmur="absent")  # reshape_murmur reads murmur, timing, grade and pitch only
     if found >= threshold:  # the model's murmur, brought to its grade's level
         power = np.abs(spec) ** 2
-        local = _local(power, seg.inner_frames(L.PHASE_STATES[phase], frames, (0.0, 1.0), EDIT_HOP))
-        floor = _floor(power, seg, phase)
-        excess = np.maximum(local - floor, 0.0) * seg.frame_weights(f.timing, frames, EDIT_HOP)
+        _, floor, excess = murmur_excess(power, seg, phase)
+        excess = excess * seg.frame_weights(f.timing, frames, EDIT_HOP)
         target = max(sim_target, _audible(floor, band, f.grade))
         gain = _scale_to(excess, target, band, inner, under_heart_sounds(power, seg, excess))
         edited, _ = reshape_murmur(spec, seg, f, f, gain=gain)

@@ -306,6 +306,15 @@ def _floor(power: np.ndarray, seg: Segmentation, phase: str) -> np.ndarray:
     return local[:, keep].mean(axis=1, keepdims=True)
 
 
+def murmur_excess(power: np.ndarray, seg: Segmentation, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A recording's STFT power (F, T') split in a murmur phase: the local power over the phase's frames
+    (F, T'; never 0, it divides), the murmur-free floor (F, 1; `_floor`) and the excess over it (F, T'),
+    the murmur."""
+    local = _local(power, seg.inner_frames(L.PHASE_STATES[phase], power.shape[1], (0.0, 1.0), EDIT_HOP)) + 1e-20
+    floor = _floor(power, seg, phase)
+    return local, floor, np.maximum(local - floor, 0.0)
+
+
 def band_weights(pitch: str, bins: int) -> np.ndarray:
     """(bins,) 1 within the pitch band (simulator PITCH_BAND_HZ), tapering to 0 over BAND_TAPER octaves
     either side (a re-graded murmur must not lift the 25-150 Hz envelope S1/S2 are found by)."""
@@ -349,9 +358,7 @@ def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after:
     frames = spec.shape[1]
     power = np.abs(spec) ** 2
     phase = timing_phase((after if after.murmur == "present" else before).timing)
-    local = _local(power, seg.inner_frames(L.PHASE_STATES[phase], frames, (0.0, 1.0), EDIT_HOP)) + 1e-20
-    floor = _floor(power, seg, phase)
-    excess = np.maximum(local - floor, 0.0)
+    local, floor, excess = murmur_excess(power, seg, phase)
     old = seg.frame_weights(before.timing, frames, EDIT_HOP) if before.murmur == "present" else np.zeros(frames)
     new = seg.frame_weights(after.timing, frames, EDIT_HOP) if after.murmur == "present" else np.zeros(frames)
     if after.murmur != "present":

@@ -25,7 +25,7 @@ class GenerateHandlers:
     def _generate(self, findings: Findings, seed, steps, guidance, sampler, seconds, conform=None,
                   progress=None) -> Generation:
         return self.pipeline.generate(findings, seconds=clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
-                                      progress=progress, conform=None if conform is None else bool(conform),
+                                      progress=progress, conform=conform,
                                       **sampling(seed, steps, guidance, sampler))
 
     def generate(self, conform, *args, progress=gr.Progress()):

@@ -34,8 +34,7 @@ class WhatIfHandlers:
         try:
             refuse_no_change(findings, change)
             return self.pipeline.what_if(findings, change, seconds=clamp(seconds, 1.0, MAX_SECONDS, "seconds"),
-                                         progress=progress, hold=bool(hold),
-                                         conform=None if conform is None else bool(conform),
+                                         progress=progress, hold=bool(hold), conform=conform,
                                          **sampling(seed, steps, guidance, sampler))
         except gr.Error:
             raise
