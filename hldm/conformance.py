@@ -14,7 +14,13 @@ sampler's clip is treated as a recording and edited to its findings:
    follows Weissler's QS2, diastole takes the rest, each beat keeps its ratio to the mean,
    S1 and S2 are copied by the phase vocoder, not stretched); a clip too short for a faster
    rate reuses its cycles from the start.
-3. `set_murmur`: the murmur is set in the asked phase at the level the simulator gives that
+3. `even_beats`: the sampler sometimes alternates strong and weak beats, which a listener hears
+   as half the rate (an asked 80 bpm read as 40, its systole taken for diastole). Where the
+   listener does not hear the asked rate after step 2, each S1 (and S2) more than
+   BEAT_TOLERANCE_DB off its kind's median level is brought toward it (BEAT_MAX_DB at most),
+   and the result is kept if the listener then hears the asked rate. Only then: levelling
+   every clip's beats also lifted noise the segmenter took for a heart sound into false beats.
+4. `set_murmur`: the murmur is set in the asked phase at the level the simulator gives that
    grade on this clip's own S1/S2 (6 dB a Levine grade, hldm.data.augment.place_findings), or
    AUDIBLE_DB over the phase's noise floor at grade I (AUDIBLE_STEP_DB more a grade) where the
    clip is noisier than that, through the editor's heart-sound limit. Its texture is the model's own murmur where the
@@ -48,6 +54,9 @@ AUDIBLE_DB = 3.0  # a grade I murmur's power at least this far over its phase's 
 AUDIBLE_STEP_DB = 3.0  # ... and this much more a grade: half a grade step, so the level re S1/S2 rules the loud grades
 SPANS_S2_FOUND = 0.3  # log10: a continuous murmur the model made runs through S2 at twice the floor
 WRAP_S = 1e-4  # where reused cycles start again: the time map jumps back within this
+BEAT_TOLERANCE_DB = 1.0  # a heart sound's 25-150 Hz level may differ this much from its kind's median (breathing)
+BEAT_MAX_DB = 6.0  # ... moved at most this far: a sound far off its median is more likely a segmentation's slip
+BEAT_RAMP_S = 0.02  # a heart sound's gain fades in and out over this much either side of it
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,37 @@ def retime(audio: np.ndarray, plan: Retiming, seed: int) -> np.ndarray:
     if plan.identity:
         return np.asarray(audio, dtype=np.float32)
     return vocode(audio, plan.src, plan.dst, len(audio), rng=np.random.default_rng([seed, 2]))
+
+
+def even_beats(audio: np.ndarray, seg: Segmentation) -> tuple[np.ndarray, float]:
+    """`audio` (N,) with each S1 and S2 of `seg` brought toward its kind's median level (module
+    docstring, step 3), and the largest change in dB (0: nothing changed)."""
+    x = np.asarray(audio, dtype=np.float32)
+    power = L._band_power(x, L.HEART_SOUND_BAND_HZ)  # (N,)
+    t = np.arange(len(x)) / SAMPLE_RATE
+    gain_db = np.zeros(len(x))
+    largest = 0.0
+    for state in (L.S1, L.S2):
+        rows = seg.rows[seg.rows[:, 2] == state]
+        if len(rows) < 3:  # no median to speak of
+            continue
+        level = np.array([10 * np.log10(L._mean_power(power, L._mask(r[None], len(x), (state,), (0.0, 1.0))) + 1e-20)
+                          for r in rows])  # (K,) dB
+        off = level - np.median(level)
+        change = -np.sign(off) * np.clip(np.abs(off) - BEAT_TOLERANCE_DB, 0.0, BEAT_MAX_DB)
+        for (start, end, _), g in zip(rows, change):
+            if g:
+                edge = np.clip(np.minimum(t - start, end - t) / BEAT_RAMP_S + 1.0, 0.0, 1.0)
+                gain_db += g * (0.5 - 0.5 * np.cos(np.pi * edge))
+        largest = max(largest, float(np.abs(change).max()))
+    if not largest:
+        return x, 0.0
+    return (x * 10 ** (gain_db / 20)).astype(np.float32), largest
+
+
+def _heard_at(audio: np.ndarray, heart_rate: float) -> bool:
+    """Whether the listener hears `audio` (N,) within RATE_TOLERANCE of `heart_rate` bpm."""
+    return abs(L.heart_rate(audio) / heart_rate - 1.0) <= RATE_TOLERANCE
 
 
 def murmur_in_phase(audio: np.ndarray, seg: Segmentation, f: Findings) -> float:
@@ -182,10 +222,14 @@ def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = N
             plan = plan_retiming(seg, float(f.heart_rate))
         except SegmentationError as e:
             return Conformed(x, None, {"skipped": str(e)}), None
-    timed = retime(x, plan, seed)
     seg = Segmentation(plan.rows, plan.rate[1], len(x) / SAMPLE_RATE)
+    timed, evened = retime(x, plan, seed), 0.0
+    if not _heard_at(timed, plan.rate[1]):
+        levelled, change = even_beats(timed, seg)
+        if _heard_at(levelled, plan.rate[1]):
+            timed, evened = levelled, change
     out, murmur = set_murmur(timed, seg, f, seed)
-    record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], **murmur}
+    record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], "beats_db": round(evened, 1), **murmur}
     return Conformed(out, seg, record), plan
 
 
@@ -197,6 +241,8 @@ def describe(record: dict) -> str:
         return f"Left as the model made it: {record['skipped']}."
     before, after = record["heart_rate"]
     parts = [f"re-timed {before:.0f} -> {after:.0f} bpm" if before != after else f"its own rate ({after:.0f} bpm) kept"]
+    if record.get("beats_db", 0.0) >= 1.0:
+        parts.append(f"uneven heart sounds levelled (by up to {record['beats_db']:.0f} dB)")
     if record["murmur"] == "model":
         parts.append(f"the model's murmur set to its grade's level ({record['level_db'][1]:+.1f} dB re S1/S2)")
     elif record["murmur"] == "simulator":

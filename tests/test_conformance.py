@@ -123,3 +123,20 @@ def test_the_user_is_told_what_conformance_did(normal_clip):
     done, _ = conform(normal_clip, f, seed=0)
     text = describe(done.record)
     assert re.search(r"re-timed 10[01] -> 60 bpm", text) and "simulator" in text and "dB re S1/S2" in text
+
+
+def test_alternating_strong_and_weak_beats_heard_at_half_rate_are_levelled(normal_clip):
+    """The sampler sometimes makes every other beat softer; a listener then counts only the loud ones."""
+    seg = segment(normal_clip)
+    s1 = seg.rows[seg.rows[:, 2] == L.S1, 0]
+    gain = np.ones(len(normal_clip), dtype=np.float32)
+    for a, b in list(zip(s1[:-1], s1[1:]))[1::2]:
+        gain[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] = 10 ** (-8 / 20)
+    alternating = normal_clip * gain
+    assert abs(L.heart_rate(alternating) - 50.0) < 2.5  # heard at half the rate
+    done, _ = conform(alternating, NORMAL, seed=0)
+    assert abs(L.heart_rate(done.audio) - 100.0) < 5.0
+    assert done.record["beats_db"] >= 1.0 and "levelled" in describe(done.record)
+    steady, _ = conform(normal_clip, NORMAL, seed=0)  # heard right: its beats keep their own levels
+    assert steady.record["beats_db"] == 0.0
+    np.testing.assert_array_equal(steady.audio, normal_clip)
