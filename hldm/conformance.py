@@ -20,14 +20,19 @@ sampler's clip is treated as a recording and edited to its findings:
    BEAT_TOLERANCE_DB off its kind's median level is brought toward it (BEAT_MAX_DB at most),
    and the result is kept if the listener then hears the asked rate. Only then: levelling
    every clip's beats also lifted noise the segmenter took for a heart sound into false beats.
-4. `set_murmur`: the murmur is set in the asked phase at the level the simulator gives that
-   grade on this clip's own S1/S2 (6 dB a Levine grade, hldm.data.augment.place_findings), or
-   AUDIBLE_DB over the phase's noise floor at grade I (AUDIBLE_STEP_DB more a grade) where the
-   clip is noisier than that, through the editor's heart-sound limit. Its texture is the model's own murmur where the
-   model put one in that phase (louder there than in the other phase by MIN_MURMUR_DB, or
-   running through S2 for a continuous one); else a murmur the model put in the wrong
-   phase is removed and the simulator's murmur of the asked timing, shape and pitch is
-   placed (the editor's "murmur added"), as the training data places murmurs CirCor lacks.
+4. `set_murmur`: the murmur is set in the asked phase at the level re S1/S2 the simulator's own
+   clip has at that grade (6 dB a Levine grade; `simulator_level_db`, read by the listener on
+   this clip's S1/S2), or AUDIBLE_DB over the phase's noise floor at grade I (AUDIBLE_STEP_DB
+   more a grade) where the clip is noisier than that, through the editor's heart-sound limit:
+   in the heart sounds' band the murmur stays MIN_SOUND_DB under the softer of S1 and S2 up to
+   grade III, LOUD_MARGIN_STEP_DB less a grade above (`loud_margin`: grade VI may be as loud as
+   they are), backed off again while a listener would then miscount the beat or hear S1/S2
+   start more than ONSET_TOLERANCE_MS away from where a grade I murmur leaves them. Its
+   texture is the model's own murmur where the model put one in that phase (louder there than
+   in the other phase by MIN_MURMUR_DB, or running through S2 for a continuous one); else a
+   murmur the model put in the wrong phase is removed and the simulator's murmur of the asked
+   timing, shape and pitch is placed (the editor's "murmur added"), as the training data places
+   murmurs CirCor lacks.
 
 Everything else (background, stethoscope texture, heart sounds) stays the model's. The
 what-if pair shares side a's segmentation and time map, so a grade change moves only the
@@ -36,14 +41,15 @@ murmur. Deterministic for a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 import torch
 
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings, timing_phase
-from hldm.data.simulator import PITCH_BAND_HZ
+from hldm.data.simulator import PITCH_BAND_HZ, simulate
 from hldm.audio.features import istft, stft
-from hldm.editing import (EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, Segmentation, SegmentationError, _anchors, _band_rows,
+from hldm.editing import (EDIT_FFT, EDIT_HOP, MIN_MURMUR_DB, MIN_SOUND_DB, Segmentation, SegmentationError, _anchors, _band_rows,
                           _floor, _power, _scale_to, murmur_excess, reshape_murmur, segment, under_heart_sounds)
 from hldm.eval import listener as L
 
@@ -53,6 +59,9 @@ MAX_REUSE = 8  # a clip's cycles are reused at most this many times to fill a fa
 AUDIBLE_DB = 3.0  # a grade I murmur's power at least this far over its phase's floor in its band ...
 AUDIBLE_STEP_DB = 3.0  # ... and this much more a grade: half a grade step, so the level re S1/S2 rules the loud grades
 SPANS_S2_FOUND = 0.3  # log10: a continuous murmur the model made runs through S2 at twice the floor
+LOUD_MARGIN_STEP_DB = 3.0  # a grade over III may come this much closer to S1/S2 in their band ...
+ONSET_TOLERANCE_MS = 20.0  # ... unless that moves where they are heard to start this much (a split under ~20 ms sounds single)
+REFERENCE_S = 8.0  # the simulator clip a grade's level is read from
 WRAP_S = 1e-4  # where reused cycles start again: the time map jumps back within this
 BEAT_TOLERANCE_DB = 1.0  # a heart sound's 25-150 Hz level may differ this much from its kind's median (breathing)
 BEAT_MAX_DB = 6.0  # ... moved at most this far: a sound far off its median is more likely a segmentation's slip
@@ -148,9 +157,25 @@ def even_beats(audio: np.ndarray, seg: Segmentation) -> tuple[np.ndarray, float]
     return (x * 10 ** (gain_db / 20)).astype(np.float32), largest
 
 
+def loud_margin(f: Findings) -> float:
+    """How far under S1/S2 (dB, in their band) f's murmur must stay: MIN_SOUND_DB, less LOUD_MARGIN_STEP_DB a
+    grade above III (a grade IV-VI murmur may be as loud as the heart sounds; module docstring, step 4)."""
+    return MIN_SOUND_DB - LOUD_MARGIN_STEP_DB * max(f.grade - 3, 0) if f.murmur == "present" else MIN_SOUND_DB
+
+
 def _heard_at(audio: np.ndarray, heart_rate: float) -> bool:
     """Whether the listener hears `audio` (N,) within RATE_TOLERANCE of `heart_rate` bpm."""
     return abs(L.heart_rate(audio) / heart_rate - 1.0) <= RATE_TOLERANCE
+
+
+def _masks_beats(before: np.ndarray, after: np.ndarray, heart_rate: float) -> bool:
+    """Whether a murmur put into `before` (N,), giving `after`, makes a listener who heard the rate right
+    hear another, or moves the heart sounds' onsets by more than ONSET_TOLERANCE_MS on average."""
+    from hldm.eval.counterfactual import onset_shift_ms
+
+    if not _heard_at(before, heart_rate):
+        return False
+    return not _heard_at(after, heart_rate) or not onset_shift_ms(before, after) <= ONSET_TOLERANCE_MS
 
 
 def murmur_in_phase(audio: np.ndarray, seg: Segmentation, f: Findings) -> float:
@@ -165,13 +190,23 @@ def murmur_in_phase(audio: np.ndarray, seg: Segmentation, f: Findings) -> float:
             - L.murmur_level_db(audio, f.pitch, seg.rows, phase=other))
 
 
+@lru_cache(maxsize=256)
+def simulator_level_db(f: Findings) -> float:
+    """The simulator's murmur for f in dB re its own S1/S2, as `listener.murmur_level_db` reads it (a clean
+    REFERENCE_S clip, seed 0): the level a grade means (hldm.data.simulator's Levine steps)."""
+    clip = simulate(f, seconds=REFERENCE_S, seed=0, noise_level=0.0)
+    return L.murmur_level_db(clip.components["murmur"], f.pitch, clip.segmentation, phase=timing_phase(f.timing),
+                             sounds=clip.components["s1s2"])
+
+
 def _audible(floor: np.ndarray, band: np.ndarray, grade: int) -> float:
     """The least murmur power in `band` a grade may have over the phase's floor (F, 1): a clip noisier
     than the simulator's reference would otherwise hide a soft murmur the clinician asked for."""
     return float(floor[band].mean()) * 10 ** ((AUDIBLE_DB + AUDIBLE_STEP_DB * (grade - 1)) / 10)
 
 
-def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> tuple[np.ndarray, dict]:
+def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
+               margin_db: float = MIN_SOUND_DB) -> tuple[np.ndarray, dict]:
     """`audio` (N,) with f's murmur in its phase at its grade's level (module docstring, step 3), and
     what was done."""
     from hldm.data.augment import place_findings
@@ -183,7 +218,11 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> 
     found = murmur_in_phase(x, seg, f)
     spec = stft(x, EDIT_FFT, EDIT_HOP).numpy()  # (F, T')
     bins, frames = spec.shape
-    sim_power = _power(place_findings(x, _anchors(seg), f, seed=seed) - x)  # the simulator's murmur alone
+    placed = place_findings(x, _anchors(seg), f, seed=seed) - x  # the simulator's murmur alone
+    # place_findings scales by the heart sounds' broadband peak, which a noisy clip inflates: brought to the
+    # level re S1/S2 the simulator's own clip has, as the listener (and the what-if's reader) hears both
+    placed_db = L.murmur_level_db(placed, f.pitch, seg.rows, phase=phase, sounds=x)
+    sim_power = _power(placed) * 10 ** ((simulator_level_db(f) - placed_db) / 10)
     band = _band_rows(f.pitch, bins)
     inner = seg.inner_frames(L.PHASE_STATES[phase], frames, hop=EDIT_HOP)
     sim_target = float(sim_power[band][:, inner].mean())
@@ -194,8 +233,8 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> 
         _, floor, excess = murmur_excess(power, seg, phase)
         excess = excess * seg.frame_weights(f.timing, frames, EDIT_HOP)
         target = max(sim_target, _audible(floor, band, f.grade))
-        gain = _scale_to(excess, target, band, inner, under_heart_sounds(power, seg, excess))
-        edited, _ = reshape_murmur(spec, seg, f, f, gain=gain)
+        gain = _scale_to(excess, target, band, inner, under_heart_sounds(power, seg, excess, margin_db))
+        edited, _ = reshape_murmur(spec, seg, f, f, gain=gain, margin_db=margin_db)
         source = "model"
     else:
         if phase != "continuous" and found <= -MIN_MURMUR_DB:  # the model's murmur sits in the other phase
@@ -203,12 +242,26 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> 
             spec, _ = reshape_murmur(spec, seg, wrong, absent)
         power = np.abs(spec) ** 2
         target = max(sim_target, _audible(_floor(power, seg, phase), band, f.grade))
-        gain = _scale_to(sim_power, target, band, inner, under_heart_sounds(power, seg))
-        edited, _ = reshape_murmur(spec, seg, absent, f, added=sim_power * gain)
+        gain = _scale_to(sim_power, target, band, inner, under_heart_sounds(power, seg, margin_db=margin_db))
+        edited, _ = reshape_murmur(spec, seg, absent, f, added=sim_power * gain, margin_db=margin_db)
         source = "simulator"
     out = istft(torch.from_numpy(edited), len(x), EDIT_FFT, EDIT_HOP).numpy().astype(np.float32)
     level = (lambda a: round(L.murmur_level_db(a, f.pitch, seg.rows, phase=phase), 2))
-    return out, {"murmur": source, "found_db": round(float(found), 2), "level_db": [level(x), level(out)]}
+    return out, {"murmur": source, "found_db": round(float(found), 2), "level_db": [level(x), level(out)],
+                 "margin_db": margin_db}
+
+
+def set_loud_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> tuple[np.ndarray, dict]:
+    """`set_murmur` within `loud_margin(f)` of S1/S2, backed off a step at a time while the murmur would mask
+    the beats a grade I murmur leaves a listener (module docstring, step 4)."""
+    margin = loud_margin(f)
+    out, murmur = set_murmur(audio, seg, f, seed, margin)
+    if margin < MIN_SOUND_DB:
+        soft, _ = set_murmur(audio, seg, f.with_(grade=1), seed)
+        while margin < MIN_SOUND_DB and _masks_beats(soft, out, seg.heart_rate):
+            margin += LOUD_MARGIN_STEP_DB
+            out, murmur = set_murmur(audio, seg, f, seed, margin)
+    return out, murmur
 
 
 def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = None) -> tuple[Conformed, Retiming | None]:
@@ -228,7 +281,7 @@ def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = N
         levelled, change = even_beats(timed, seg)
         if _heard_at(levelled, plan.rate[1]):
             timed, evened = levelled, change
-    out, murmur = set_murmur(timed, seg, f, seed)
+    out, murmur = set_loud_murmur(timed, seg, f, seed)
     record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], "beats_db": round(evened, 1), **murmur}
     return Conformed(out, seg, record), plan
 

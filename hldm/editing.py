@@ -330,11 +330,11 @@ def _band_rows(pitch: str, bins: int) -> np.ndarray:
     return (freqs >= lo) & (freqs <= hi)
 
 
-def under_heart_sounds(power: np.ndarray, seg: Segmentation,
-                       own: np.ndarray | float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+def under_heart_sounds(power: np.ndarray, seg: Segmentation, own: np.ndarray | float = 0.0,
+                       margin_db: float = MIN_SOUND_DB) -> Callable[[np.ndarray], np.ndarray]:
     """The limit on a murmur's power (F, T') in a recording of STFT power `power` (F, T'): as the
     listener's heart-sound band filter hears it (listener.band_power_response: 1 in 25-150 Hz,
-    falling off outside), each bin stays MIN_SOUND_DB under the softer of S1 and S2 in that bin (their
+    falling off outside), each bin stays `margin_db` under the softer of S1 and S2 in that bin (their
     mean power over their inner frames), or at most HEADROOM_DB over `own` (the recording's murmur,
     (F, T')) where that is louder already; a soft knee keeps a higher grade louder. Far outside the
     band nothing changes: S1/S2 are heard as low thuds, and a high-pitched murmur louder than them at
@@ -344,17 +344,18 @@ def under_heart_sounds(power: np.ndarray, seg: Segmentation,
     sounds = np.minimum(*(power[:, seg.inner_frames((s,), frames, hop=EDIT_HOP)].mean(axis=1, keepdims=True)
                           for s in (L.S1, L.S2)))  # (F, 1)
     heard = L.band_power_response(np.arange(bins) * SAMPLE_RATE / (2 * (bins - 1)))[:, None]  # (F, 1)
-    cap = np.maximum(sounds * 10 ** (-MIN_SOUND_DB / 10), own * heard * 10 ** (HEADROOM_DB / 10))
+    cap = np.maximum(sounds * 10 ** (-margin_db / 10), own * heard * 10 ** (HEADROOM_DB / 10))
     reach = np.broadcast_to(heard / np.maximum(cap, 1e-30), power.shape)
     return lambda murmur, cells=Ellipsis: murmur / (1.0 + (murmur * reach[cells]) ** KNEE) ** (1.0 / KNEE)
 
 
 def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after: Findings,
-                   added: np.ndarray | None = None, gain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   added: np.ndarray | None = None, gain: float | None = None,
+                   margin_db: float = MIN_SOUND_DB) -> tuple[np.ndarray, np.ndarray]:
     """The STFT (F, T') of a recording with its murmur changed from `before` to `after` (module
     docstring, step 2), and the frame weights (T',) of the edit. added: (F, T') power of a murmur
     to add (murmur added), already at its level; gain: the factor on the murmur's power instead of
-    the grade step (hldm.conformance sets a level, not a step)."""
+    the grade step (hldm.conformance sets a level, not a step); margin_db: `under_heart_sounds`'."""
     frames = spec.shape[1]
     power = np.abs(spec) ** 2
     phase = timing_phase((after if after.murmur == "present" else before).timing)
@@ -370,7 +371,7 @@ def reshape_murmur(spec: np.ndarray, seg: Segmentation, before: Findings, after:
         murmur = mean * new * 10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10)
     else:
         murmur = excess * (10 ** (DB_PER_GRADE * (after.grade - before.grade) / 10) if gain is None else gain)
-    murmur = under_heart_sounds(power, seg, excess if before.murmur == "present" else 0.0)(murmur)
+    murmur = under_heart_sounds(power, seg, excess if before.murmur == "present" else 0.0, margin_db)(murmur)
     if after.murmur != "present":  # removal: the whole phase, whatever part of it the murmur was said to fill
         old = seg.frame_weights(_WHOLE[phase], frames, EDIT_HOP, outward=True)
     w = np.maximum(old, new)  # (T',)

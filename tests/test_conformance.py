@@ -8,7 +8,7 @@ from scipy import stats
 
 from hldm.clinical.knowledge_graph import default_graph
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
-from hldm.conformance import conform, describe, plan_retiming, retime, set_murmur
+from hldm.conformance import conform, describe, plan_retiming, retime, set_murmur, simulator_level_db
 from hldm.data.simulator import PITCH_BAND_HZ, simulate
 from hldm.editing import segment
 from hldm.eval import listener as L
@@ -140,3 +140,34 @@ def test_alternating_strong_and_weak_beats_heard_at_half_rate_are_levelled(norma
     steady, _ = conform(normal_clip, NORMAL, seed=0)  # heard right: its beats keep their own levels
     assert steady.record["beats_db"] == 0.0
     np.testing.assert_array_equal(steady.audio, normal_clip)
+
+
+def test_a_grade_is_the_simulators_level_re_s1_s2_six_db_a_step():
+    base = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=1, pitch="medium",
+                    quality="blowing", location="MV", heart_rate=80.0)
+    levels = [simulator_level_db(base.with_(grade=g)) for g in range(1, 7)]
+    np.testing.assert_allclose(np.diff(levels), 6.0, atol=0.5)
+    clip = simulate(base.with_(grade=4), seconds=SECONDS, seed=0, noise_level=0.0)
+    alone = L.murmur_level_db(clip.components["murmur"], "medium", clip.segmentation, phase="systolic",
+                              sounds=clip.components["s1s2"])
+    assert alone == pytest.approx(levels[3], abs=0.5)
+
+
+def test_loud_low_pitched_grades_come_closer_to_s1_s2_without_masking_the_beat():
+    """A low-pitched murmur shares the heart sounds' band: grades IV-VI may approach S1/S2 there, as long
+    as a listener still counts the beat and hears S1/S2 start where a grade I murmur leaves them."""
+    from hldm.conformance import set_loud_murmur
+    from hldm.eval.counterfactual import onset_shift_ms
+
+    base = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=2, pitch="low",
+                    quality="rumbling", location="MV", heart_rate=80.0)
+    clip = simulate(Findings(heart_rate=80.0), seconds=SECONDS, seed=3, noise_level=0.05).audio
+    seg = segment(clip)
+    outs = [set_loud_murmur(clip, seg, base.with_(grade=g), seed=0) for g in range(1, 7)]
+    levels = [L.murmur_level_db(a, "low", seg.rows, phase="systolic") for a, _ in outs]
+    assert stats.spearmanr(range(1, 7), levels).statistic >= 0.9 and levels[-1] - levels[0] >= 8.0
+    assert [r["margin_db"] for _, r in outs][:3] == [6.0] * 3 and outs[-1][1]["margin_db"] < 6.0
+    kept = set_murmur(clip, seg, base.with_(grade=6), seed=0)[0]  # the editor's limit: grade VI no louder than III
+    assert levels[-1] - L.murmur_level_db(kept, "low", seg.rows, phase="systolic") >= 3.0
+    for a, _ in outs:
+        assert abs(L.heart_rate(a) - L.heart_rate(clip)) < 2 and onset_shift_ms(outs[0][0], a) <= 20.0

@@ -325,21 +325,24 @@ def spans_s2(audio: np.ndarray, band: tuple[float, float], seg: np.ndarray | Non
 PHASE_STATES = {"systolic": (SYSTOLE,), "diastolic": (DIASTOLE,), "continuous": (SYSTOLE, DIASTOLE)}
 
 
-def murmur_level_db(audio: np.ndarray, pitch: str, seg: np.ndarray | None = None, phase: str | None = None) -> float:
+def murmur_level_db(audio: np.ndarray, pitch: str, seg: np.ndarray | None = None, phase: str | None = None,
+                    sounds: np.ndarray | None = None) -> float:
     """The murmur's loudness the way the Levine grade reads it, against the heart sounds: power in
     the pitch band (simulator PITCH_BAND_HZ) over the inner parts of its phase ("systolic",
     "diastolic", "continuous"; None: the louder of systole and diastole), in dB re the
-    25-150 Hz power of S1 and S2. Independent of the clip's gain. NaN without a complete cycle."""
+    25-150 Hz power of S1 and S2. Independent of the clip's gain. NaN without a complete cycle.
+    sounds: (N,) the clip whose S1 and S2 are the reference, when `audio` is a murmur alone."""
     x = _checked(audio)
-    seg = phases(x) if seg is None else seg
+    heard = x if sounds is None else _checked(sounds)
+    seg = phases(heard) if seg is None else seg
     power = _band_power(x, PITCH_BAND_HZ[pitch])
     if phase is None:
         murmur = max(_mean_power(power, _mask(seg, len(x), (SYSTOLE,))),
                      _mean_power(power, _mask(seg, len(x), (DIASTOLE,))))
     else:
         murmur = _mean_power(power, _mask(seg, len(x), PHASE_STATES[phase]))
-    sounds = _mean_power(_band_power(x, HEART_SOUND_BAND_HZ), _mask(seg, len(x), (S1, S2), (0.0, 1.0)))
-    return 10.0 * _log_ratio(murmur, sounds)
+    reference = _mean_power(_band_power(heard, HEART_SOUND_BAND_HZ), _mask(seg, len(heard), (S1, S2), (0.0, 1.0)))
+    return 10.0 * _log_ratio(murmur, reference)
 
 
 # ----------------------------------------------------------------------------- realism
