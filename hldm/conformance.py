@@ -206,9 +206,10 @@ def _audible(floor: np.ndarray, band: np.ndarray, grade: int) -> float:
 
 
 def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
-               margin_db: float = MIN_SOUND_DB) -> tuple[np.ndarray, dict]:
-    """`audio` (N,) with f's murmur in its phase at its grade's level (module docstring, step 3), and
-    what was done."""
+               margin_db: float = MIN_SOUND_DB, texture: str | None = None) -> tuple[np.ndarray, dict]:
+    """`audio` (N,) with f's murmur in its phase at its grade's level (module docstring, step 4), and
+    what was done. texture: "simulator" places the simulator's murmur even where the model made one
+    (removed first); None keeps the model's where found."""
     from hldm.data.augment import place_findings
 
     x = np.asarray(audio, dtype=np.float32)
@@ -228,7 +229,7 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
     sim_target = float(sim_power[band][:, inner].mean())
     threshold = 10.0 * SPANS_S2_FOUND if phase == "continuous" else MIN_MURMUR_DB
     absent = replace(f, murmur="absent")  # reshape_murmur reads murmur, timing, grade and pitch only
-    if found >= threshold:  # the model's murmur, brought to its grade's level
+    if found >= threshold and texture != "simulator":  # the model's murmur, brought to its grade's level
         power = np.abs(spec) ** 2
         _, floor, excess = murmur_excess(power, seg, phase)
         excess = excess * seg.frame_weights(f.timing, frames, EDIT_HOP)
@@ -237,7 +238,9 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
         edited, _ = reshape_murmur(spec, seg, f, f, gain=gain, margin_db=margin_db)
         source = "model"
     else:
-        if phase != "continuous" and found <= -MIN_MURMUR_DB:  # the model's murmur sits in the other phase
+        if found >= threshold:  # the model's own, set aside for the simulator's texture
+            spec, _ = reshape_murmur(spec, seg, f, absent)
+        elif phase != "continuous" and found <= -MIN_MURMUR_DB:  # the model's murmur sits in the other phase
             wrong = replace(f, timing="holodiastolic" if phase == "systolic" else "holosystolic")
             spec, _ = reshape_murmur(spec, seg, wrong, absent)
         power = np.abs(spec) ** 2
@@ -251,23 +254,25 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
                  "margin_db": margin_db}
 
 
-def set_loud_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int) -> tuple[np.ndarray, dict]:
+def set_loud_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
+                    texture: str | None = None) -> tuple[np.ndarray, dict]:
     """`set_murmur` within `loud_margin(f)` of S1/S2, backed off a step at a time while the murmur would mask
     the beats a grade I murmur leaves a listener (module docstring, step 4)."""
     margin = loud_margin(f)
-    out, murmur = set_murmur(audio, seg, f, seed, margin)
+    out, murmur = set_murmur(audio, seg, f, seed, margin, texture)
     if margin < MIN_SOUND_DB:
-        soft, _ = set_murmur(audio, seg, f.with_(grade=1), seed)
+        soft, _ = set_murmur(audio, seg, f.with_(grade=1), seed, texture=texture)
         while margin < MIN_SOUND_DB and _masks_beats(soft, out, seg.heart_rate):
             margin += LOUD_MARGIN_STEP_DB
-            out, murmur = set_murmur(audio, seg, f, seed, margin)
+            out, murmur = set_murmur(audio, seg, f, seed, margin, texture)
     return out, murmur
 
 
-def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = None) -> tuple[Conformed, Retiming | None]:
+def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = None,
+            texture: str | None = None) -> tuple[Conformed, Retiming | None]:
     """`audio` (N,) made to carry findings f (module docstring), and the time map used (None when the clip
-    could not be segmented; pass it back as `plan` to give another clip the same timing, as the what-if's
-    side b)."""
+    could not be segmented; pass it back as `plan` to give another clip the same timing). texture: as
+    in `set_murmur`."""
     x = np.asarray(audio, dtype=np.float32)
     if plan is None:
         try:
@@ -281,9 +286,33 @@ def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = N
         levelled, change = even_beats(timed, seg)
         if _heard_at(levelled, plan.rate[1]):
             timed, evened = levelled, change
-    out, murmur = set_loud_murmur(timed, seg, f, seed)
+    out, murmur = set_loud_murmur(timed, seg, f, seed, texture)
     record = {"heart_rate": [round(plan.rate[0], 1), round(plan.rate[1], 1)], "beats_db": round(evened, 1), **murmur}
     return Conformed(out, seg, record), plan
+
+
+def conform_pair(audio: tuple[np.ndarray, np.ndarray], findings: tuple[Findings, Findings],
+                 seeds: tuple[int, int], shared_timing: bool = True) -> tuple[Conformed, Conformed]:
+    """A what-if pair (clips (N,) a and b) made to differ only in what changed between their findings.
+    shared_timing (the change is not the heart rate): b takes a's time map and segmentation, or is left
+    as it is with a. A murmur of the same phase and pitch gets the same texture on both sides: the
+    simulator's where either side would place it (a grade I murmur the model made too faint to find),
+    else the model's."""
+    a, plan = conform(audio[0], findings[0], seeds[0])
+    if shared_timing and plan is None:
+        return a, Conformed(np.asarray(audio[1], dtype=np.float32), None,
+                            {"skipped": f"side a could not be edited ({a.record['skipped']})"})
+    plan_b = plan if shared_timing else None
+    b, plan_b = conform(audio[1], findings[1], seeds[1], plan_b)
+    fa, fb = findings
+    alike = (fa.murmur == fb.murmur == "present" and fa.pitch == fb.pitch
+             and timing_phase(fa.timing) == timing_phase(fb.timing))
+    sources = (a.record.get("murmur"), b.record.get("murmur"))
+    if alike and sources == ("model", "simulator"):
+        a, _ = conform(audio[0], fa, seeds[0], plan, texture="simulator")
+    elif alike and sources == ("simulator", "model"):
+        b, _ = conform(audio[1], fb, seeds[1], plan_b, texture="simulator")
+    return a, b
 
 
 def describe(record: dict) -> str:

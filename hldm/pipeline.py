@@ -247,14 +247,15 @@ class HLDMPipeline:
 
         hold: the subspaces the change may not move (a grade edit: rhythm, S1/S2, noise) are
         tied to the unedited clip's at every step, so only what the edit is about changes.
-        conform: as in `generate`; side b takes side a's segmentation and time map, unless the
-        change is the heart rate.
+        conform: as in `generate`, the two sides as a pair (`conformance.conform_pair`): side b takes
+        side a's segmentation and time map unless the change is the heart rate, and a grade change
+        keeps the murmur's texture.
         """
         (fa, pa), (fb, pb), changed = self._change(findings, change)
         held = held_subspaces(changed) if hold else ()
         a, b = self._run([(fa, pa), (fb, pb)], [seed, seed], steps, guidance, sampler, seconds, progress=progress,
                          held=held, conform=[self._conforms(conform) and not isinstance(findings, Prompts)] * 2,
-                         paired="heart_rate" not in changed)
+                         paired=True, shared_timing="heart_rate" not in changed)
         return WhatIf(a, b, changed, subspace_delta(a.latent, b.latent), held)
 
     @torch.inference_mode()
@@ -338,9 +339,10 @@ class HLDMPipeline:
     def _run(self, items: list[tuple[Findings, Prompts]], seeds: list[int], steps, guidance, sampler, seconds,
              progress: Progress | None = None, init: torch.Tensor | None = None,
              strength: float = 1.0, held: tuple[str, ...] = (), conform: Sequence[bool] = (),
-             paired: bool = False) -> list[Generation]:
+             paired: bool = False, shared_timing: bool = True) -> list[Generation]:
         """held (a what-if pair, rows a and b): those subspaces of b are tied to a's (`samplers.tie`).
-        conform: per row, whether hldm.conformance edits it; paired: row b takes row a's time map."""
+        conform: per row, whether hldm.conformance edits it; paired: rows a and b of a what-if, conformed as
+        a pair (`conformance.conform_pair`, with shared_timing)."""
         steps, guidance, sampler, n_feat = self._settings(steps, guidance, sampler, seconds)
         clock = _StageClock(self.device)
         m, dcfg = self.model, self.config.diffusion
@@ -373,7 +375,7 @@ class HLDMPipeline:
         audio = invert(feat, n_iter=dcfg.gl_iters, seed=seeds, speckle=dcfg.speckle)  # (B, N): the whole batch at once
         clock.lap("invert")
         feat = feat.cpu().numpy()
-        conformed = _conform(audio, feat, findings, seeds, list(conform) or [False] * B, paired)
+        conformed = _conform(audio, feat, findings, seeds, list(conform) or [False] * B, paired, shared_timing)
         clock.lap("conform")
         w = torch.stack(weights, dim=1).numpy()  # (B, n_steps, 4)
         names = m.attention_names()
@@ -394,20 +396,23 @@ class HLDMPipeline:
 
 
 def _conform(audio: np.ndarray, feat: np.ndarray, findings: list[Findings], seeds: list[int], conform: list[bool],
-             paired: bool) -> list[tuple[np.ndarray, np.ndarray, object, dict]]:
+             paired: bool, shared_timing: bool) -> list[tuple[np.ndarray, np.ndarray, object, dict]]:
     """Per clip of audio (B, N) and its decoded features (B, 129, T): (audio, features, segmentation or
-    None, record) after hldm.conformance where asked (paired: row 1 reuses row 0's time map)."""
-    out, plan = [], None
-    for k in range(len(audio)):
-        if not conform[k]:
+    None, record) after hldm.conformance where asked (paired: rows a and b of a what-if, conformed as a pair)."""
+    from hldm.conformance import conform as conform_clip, conform_pair
+
+    if paired and all(conform):
+        done = list(conform_pair((audio[0], audio[1]), (findings[0], findings[1]), (seeds[0], seeds[1]), shared_timing))
+    else:
+        done = [conform_clip(audio[k], findings[k], seeds[k])[0] if conform[k] else None for k in range(len(audio))]
+    out = []
+    for k, d in enumerate(done):
+        if d is None:
             out.append((audio[k], feat[k], None, {}))
             continue
-        from hldm.conformance import conform as conform_clip
-
-        done, plan = conform_clip(audio[k], findings[k], seeds[k], plan if paired and k == 1 else None)
-        features = to_features(normalize_loudness(done.audio)).numpy()[:, :feat.shape[-1]] \
-            if done.segmentation is not None else feat[k]
-        out.append((done.audio, features, done.segmentation, done.record))
+        features = to_features(normalize_loudness(d.audio)).numpy()[:, :feat.shape[-1]] \
+            if d.segmentation is not None else feat[k]
+        out.append((d.audio, features, d.segmentation, d.record))
     return out
 
 

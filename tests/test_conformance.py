@@ -8,7 +8,7 @@ from scipy import stats
 
 from hldm.clinical.knowledge_graph import default_graph
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
-from hldm.conformance import conform, describe, plan_retiming, retime, set_murmur, simulator_level_db
+from hldm.conformance import conform, conform_pair, describe, plan_retiming, retime, set_murmur, simulator_level_db
 from hldm.data.simulator import PITCH_BAND_HZ, simulate
 from hldm.editing import segment
 from hldm.eval import listener as L
@@ -96,6 +96,31 @@ def test_grade_sets_the_level_re_s1_s2_and_leaves_the_heart_sounds(pitch, swing)
     assert sources == {"model"}  # the clip's own murmur, scaled: it was where the findings say
     assert stats.spearmanr(range(1, 7), levels).statistic >= 0.9
     assert levels[-1] - levels[0] >= swing
+
+
+def test_a_what_if_pair_differs_in_its_murmurs_level_not_its_texture(normal_clip):
+    """Grade III -> I: the model's faint grade I murmur is not found, so that side gets the simulator's
+    texture; the grade III side then takes the simulator's too, on the same time map."""
+    f3 = Findings(murmur="present", timing="holosystolic", shape="plateau", grade=3, pitch="high",
+                  quality="blowing", location="MV", heart_rate=100.0, age_group="adult")
+    loud = simulate(f3, seconds=SECONDS, seed=4, noise_level=0.02).audio
+    f1 = f3.with_(grade=1)
+    alone = conform(loud, f3, seed=0)[0], conform(normal_clip, f1, seed=0)[0]
+    assert [c.record["murmur"] for c in alone] == ["model", "simulator"]
+    a, b = conform_pair((loud, normal_clip), (f3, f1), (0, 0))
+    assert a.record["murmur"] == b.record["murmur"] == "simulator"
+    np.testing.assert_array_equal(a.segmentation.rows, b.segmentation.rows)
+    assert a.record["level_db"][1] - b.record["level_db"][1] > 6.0  # two grades apart
+    hr = conform_pair((loud, normal_clip), (f3, f1.with_(heart_rate=60.0)), (0, 0), shared_timing=False)[1]
+    assert hr.record["heart_rate"][1] == 60.0 and hr.record["murmur"] == "simulator"
+
+
+def test_a_what_if_pair_is_left_as_it_is_when_side_a_cannot_be_segmented(normal_clip):
+    noise = np.random.default_rng(0).normal(size=len(normal_clip)).astype(np.float32)
+    a, b = conform_pair((noise, normal_clip), (NORMAL, NORMAL), (0, 0))
+    assert a.segmentation is None and b.segmentation is None
+    np.testing.assert_array_equal(b.audio, normal_clip)
+    assert describe(b.record).startswith("Left as the model made it: side a could not be edited")
 
 
 def test_a_clip_that_cannot_be_segmented_is_left_as_it_is():
