@@ -9,6 +9,8 @@ sampler's clip is treated as a recording and edited to its findings:
 
 1. `editing.segment` finds its S1, systole, S2 and diastole with the shipped segmenter; a
    clip it refuses (too noisy, no beat) is left as the model made it, and the record says why.
+   Where a continuous murmur is asked, S1/S2 need stand only CONTINUOUS_CONTRAST_DB over the rest:
+   such a murmur is what fills it (the model's clips of one were refused 5 times in 6).
 2. `plan_retiming` / `retime`: where its rate is more than RATE_TOLERANCE off the asked one,
    its cycles are re-timed as hldm.data.augment re-times the training canvases (systole
    follows Weissler's QS2, diastole takes the rest, each beat keeps its ratio to the mean,
@@ -27,7 +29,8 @@ sampler's clip is treated as a recording and edited to its findings:
    in the heart sounds' band the murmur stays MIN_SOUND_DB under the softer of S1 and S2 up to
    grade III, LOUD_MARGIN_STEP_DB less a grade above (`loud_margin`: grade VI may be as loud as
    they are), backed off again while a listener would then miscount the beat or hear S1/S2
-   start more than ONSET_TOLERANCE_MS away from where a grade I murmur leaves them. Its
+   start more than ONSET_TOLERANCE_MS away from where a grade I murmur leaves them; a murmur lifted
+   over a noisy floor that makes a listener count another rate keeps its grade's level instead. Its
    texture is the model's own murmur where the model put one in that phase (louder there than
    in the other phase by MIN_MURMUR_DB, or running through S2 for a continuous one); else a
    murmur the model put in the wrong phase is removed and the simulator's murmur of the asked
@@ -35,8 +38,8 @@ sampler's clip is treated as a recording and edited to its findings:
    murmurs CirCor lacks.
 
 Everything else (background, stethoscope texture, heart sounds) stays the model's. The
-what-if pair shares side a's segmentation and time map, so a grade change moves only the
-murmur. Deterministic for a seed.
+what-if pair (`conform_pair`) shares side a's segmentation and time map and one murmur texture,
+so a grade change moves only the murmur's level. Deterministic for a seed.
 """
 from __future__ import annotations
 
@@ -66,6 +69,9 @@ WRAP_S = 1e-4  # where reused cycles start again: the time map jumps back within
 BEAT_TOLERANCE_DB = 1.0  # a heart sound's 25-150 Hz level may differ this much from its kind's median (breathing)
 BEAT_MAX_DB = 6.0  # ... moved at most this far: a sound far off its median is more likely a segmentation's slip
 BEAT_RAMP_S = 0.02  # a heart sound's gain fades in and out over this much either side of it
+# A continuous murmur fills the pauses `segment`'s contrast is read in: the model's clips of one stand
+# 2-6 dB above them; the segmenter's confidence and S1-S2 interval still guard the segmentation
+CONTINUOUS_CONTRAST_DB = 2.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,10 @@ def even_beats(audio: np.ndarray, seg: Segmentation) -> tuple[np.ndarray, float]
     return (x * 10 ** (gain_db / 20)).astype(np.float32), largest
 
 
+def _continuous(f: Findings) -> bool:
+    return f.murmur == "present" and timing_phase(f.timing) == "continuous"
+
+
 def loud_margin(f: Findings) -> float:
     """How far under S1/S2 (dB, in their band) f's murmur must stay: MIN_SOUND_DB, less LOUD_MARGIN_STEP_DB a
     grade above III (a grade IV-VI murmur may be as loud as the heart sounds; module docstring, step 4)."""
@@ -206,10 +216,12 @@ def _audible(floor: np.ndarray, band: np.ndarray, grade: int) -> float:
 
 
 def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
-               margin_db: float = MIN_SOUND_DB, texture: str | None = None) -> tuple[np.ndarray, dict]:
+               margin_db: float = MIN_SOUND_DB, texture: str | None = None,
+               over_floor: bool = True) -> tuple[np.ndarray, dict]:
     """`audio` (N,) with f's murmur in its phase at its grade's level (module docstring, step 4), and
     what was done. texture: "simulator" places the simulator's murmur even where the model made one
-    (removed first); None keeps the model's where found."""
+    (removed first); None keeps the model's where found. over_floor: at least `_audible` over the
+    phase's floor, where that is louder than the grade's level."""
     from hldm.data.augment import place_findings
 
     x = np.asarray(audio, dtype=np.float32)
@@ -233,7 +245,8 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
         power = np.abs(spec) ** 2
         _, floor, excess = murmur_excess(power, seg, phase)
         excess = excess * seg.frame_weights(f.timing, frames, EDIT_HOP)
-        target = max(sim_target, _audible(floor, band, f.grade))
+        audible = _audible(floor, band, f.grade) if over_floor else 0.0
+        target = max(sim_target, audible)
         gain = _scale_to(excess, target, band, inner, under_heart_sounds(power, seg, excess, margin_db))
         edited, _ = reshape_murmur(spec, seg, f, f, gain=gain, margin_db=margin_db)
         source = "model"
@@ -244,14 +257,15 @@ def set_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
             wrong = replace(f, timing="holodiastolic" if phase == "systolic" else "holosystolic")
             spec, _ = reshape_murmur(spec, seg, wrong, absent)
         power = np.abs(spec) ** 2
-        target = max(sim_target, _audible(_floor(power, seg, phase), band, f.grade))
+        audible = _audible(_floor(power, seg, phase), band, f.grade) if over_floor else 0.0
+        target = max(sim_target, audible)
         gain = _scale_to(sim_power, target, band, inner, under_heart_sounds(power, seg, margin_db=margin_db))
         edited, _ = reshape_murmur(spec, seg, absent, f, added=sim_power * gain, margin_db=margin_db)
         source = "simulator"
     out = istft(torch.from_numpy(edited), len(x), EDIT_FFT, EDIT_HOP).numpy().astype(np.float32)
     level = (lambda a: round(L.murmur_level_db(a, f.pitch, seg.rows, phase=phase), 2))
     return out, {"murmur": source, "found_db": round(float(found), 2), "level_db": [level(x), level(out)],
-                 "margin_db": margin_db}
+                 "margin_db": margin_db, "level_set_by": "floor" if audible > sim_target else "grade"}
 
 
 def set_loud_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int,
@@ -265,6 +279,8 @@ def set_loud_murmur(audio: np.ndarray, seg: Segmentation, f: Findings, seed: int
         while margin < MIN_SOUND_DB and _masks_beats(soft, out, seg.heart_rate):
             margin += LOUD_MARGIN_STEP_DB
             out, murmur = set_murmur(audio, seg, f, seed, margin, texture)
+    if murmur.get("level_set_by") == "floor" and _heard_at(audio, seg.heart_rate) and not _heard_at(out, seg.heart_rate):
+        out, murmur = set_murmur(audio, seg, f, seed, margin, texture, over_floor=False)
     return out, murmur
 
 
@@ -276,7 +292,7 @@ def conform(audio: np.ndarray, f: Findings, seed: int, plan: Retiming | None = N
     x = np.asarray(audio, dtype=np.float32)
     if plan is None:
         try:
-            seg = segment(x)
+            seg = segment(x, min_contrast_db=CONTINUOUS_CONTRAST_DB if _continuous(f) else MIN_SOUND_DB)
             plan = plan_retiming(seg, float(f.heart_rate))
         except SegmentationError as e:
             return Conformed(x, None, {"skipped": str(e)}), None

@@ -161,9 +161,10 @@ def default_segmenter():
     return load_segmenter(DEFAULT_DIR)
 
 
-def segment(audio: np.ndarray, segmenter=None) -> Segmentation:
+def segment(audio: np.ndarray, segmenter=None, min_contrast_db: float = MIN_SOUND_DB) -> Segmentation:
     """S1/systole/S2/diastole of a recording (N,) at 4 kHz, or SegmentationError saying why not.
-    segmenter: a hldm.models.segmenter.PCGSegmenter (default: the shipped checkpoints/segmenter)."""
+    segmenter: a hldm.models.segmenter.PCGSegmenter (default: the shipped checkpoints/segmenter);
+    min_contrast_db: how far S1/S2 must stand above the between-sound level (25-150 Hz)."""
     x = np.asarray(audio, dtype=np.float64)
     seconds = len(x) / SAMPLE_RATE
     if x.ndim != 1 or not np.isfinite(x).all():
@@ -196,9 +197,9 @@ def segment(audio: np.ndarray, segmenter=None) -> Segmentation:
     sounds = env[seg.inner_frames((L.S1, L.S2), frames)]
     between = env[seg.inner_frames((L.SYSTOLE, L.DIASTOLE), frames)]
     contrast = 20 * np.log10((np.median(sounds) + 1e-9) / (np.median(between) + 1e-9))
-    if contrast < MIN_SOUND_DB:
+    if contrast < min_contrast_db:
         raise SegmentationError(f"too noisy: the heart sounds stand only {contrast:.1f} dB above the rest "
-                                f"(at least {MIN_SOUND_DB:g} dB is needed to place S1 and S2)")
+                                f"(at least {min_contrast_db:g} dB is needed to place S1 and S2)")
     return seg
 
 

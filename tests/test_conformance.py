@@ -10,7 +10,7 @@ from hldm.clinical.knowledge_graph import default_graph
 from hldm.clinical.vocabulary import SAMPLE_RATE, Findings
 from hldm.conformance import conform, conform_pair, describe, plan_retiming, retime, set_murmur, simulator_level_db
 from hldm.data.simulator import PITCH_BAND_HZ, simulate
-from hldm.editing import segment
+from hldm.editing import SegmentationError, segment
 from hldm.eval import listener as L
 from hldm.models.hldm import HLDMConfig
 from hldm.pipeline import HLDMPipeline
@@ -121,6 +121,37 @@ def test_a_what_if_pair_is_left_as_it_is_when_side_a_cannot_be_segmented(normal_
     assert a.segmentation is None and b.segmentation is None
     np.testing.assert_array_equal(b.audio, normal_clip)
     assert describe(b.record).startswith("Left as the model made it: side a could not be edited")
+
+
+def test_a_clip_with_a_loud_continuous_murmur_is_segmented_when_one_is_asked():
+    """A continuous murmur fills the pauses the editor's contrast check reads: a clip the editor refuses
+    as too noisy is conformed when a continuous murmur is asked (its murmur brought down to the grade),
+    and still refused for findings without one."""
+    pda = default_graph().typical_findings("patent ductus arteriosus").with_(heart_rate=100.0, age_group="child")
+    clip = simulate(pda.with_(grade=6), seconds=SECONDS, seed=1, noise_level=0.02).audio
+    with pytest.raises(SegmentationError, match="too noisy"):
+        segment(clip)
+    done, plan = conform(clip, pda, seed=0)
+    assert plan is not None and done.record["murmur"] == "model"
+    assert done.record["level_db"][1] < done.record["level_db"][0] - 3.0  # grade VI -> III
+    assert L.spans_s2(done.audio, PITCH_BAND_HZ[pda.pitch], done.segmentation.rows) >= 0.3
+    assert abs(L.heart_rate(done.audio) - 100.0) < 5.0
+    assert "skipped" in conform(clip, NORMAL, seed=0)[0].record
+
+
+def test_a_murmur_lifted_over_a_noisy_floor_may_not_hide_the_beat():
+    """On a noisy clip a soft murmur is lifted over the floor to stay audible, unless a listener would then
+    count another rate: then it keeps its grade's level."""
+    from hldm.conformance import set_loud_murmur
+
+    ms = default_graph().typical_findings("mitral stenosis").with_(heart_rate=80.0, age_group="child")
+    clip = simulate(Findings(heart_rate=80.0), seconds=SECONDS, seed=0, noise_level=0.2).audio
+    seg = segment(clip, min_contrast_db=2.0)  # S1/S2 5 dB over the noise
+    lifted, record = set_murmur(clip, seg, ms, seed=0)
+    assert record["level_set_by"] == "floor" and abs(L.heart_rate(lifted) - 40.0) < 2.0  # heard at half rate
+    out, record = set_loud_murmur(clip, seg, ms, seed=0)
+    assert record["level_set_by"] == "grade" and abs(L.heart_rate(out) - 80.0) < 4.0
+    assert L.systole_diastole_ratio(out, PITCH_BAND_HZ[ms.pitch], seg.rows) < 0.0  # still in diastole
 
 
 def test_a_clip_that_cannot_be_segmented_is_left_as_it_is():
