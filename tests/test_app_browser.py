@@ -19,6 +19,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 TIMEOUT_MS = 60_000
+FIRST_TRY_MS = 30_000  # a first wait before typing again (`_fill_and_click`)
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (`make chromium`) to run the browser test",
@@ -49,6 +50,22 @@ def _radio(page, elem_id: str, label: str) -> None:
 
 def _has_text(page, selector: str, text: str) -> None:
     page.locator(selector).filter(has_text=text).wait_for()
+
+
+def _fill_and_click(page, field, value, button, selector, done):
+    """Type `value` into `field`, click `button` and wait until `selector` shows `done`.
+
+    A value typed the instant its tab appears can reach the app as the field's default (1 start in 32 on
+    a loaded 2-core box; CI at 8b26a98 ran the screening test as number 1, not 3). A user sees that in
+    the answer and types again; so does this, once, after a first wait (`button` must be idempotent)."""
+    page.fill(field, value)
+    page.click(button)
+    try:
+        page.locator(selector).filter(has_text=done).wait_for(timeout=FIRST_TRY_MS)
+    except sync_api.TimeoutError:
+        page.fill(field, value)
+        page.click(button)
+        _has_text(page, selector, done)
 
 
 # In the page: fetch the audio element's source (an http: or blob: URL), read the WAV header's sample
@@ -174,9 +191,8 @@ def test_own_recording_is_segmented_edited_and_both_audios_and_the_difference_ap
 
 def test_a_reader_rates_three_clips_and_sees_them_counted(page, tmp_path):
     page.get_by_role("tab", name="Rate", exact=True).click()
-    page.fill("#rate_reader input", "reader-07")
-    page.click("#rate_start")
-    page.get_by_text(re.compile(r"unknown .reader-07")).first.wait_for()  # not registered: refused, with the reason
+    # not registered: refused, with the reason
+    _fill_and_click(page, "#rate_reader input", "reader-07", "#rate_start", "body", re.compile(r"unknown .reader-07"))
     page.click("#rate_register")
     _has_text(page, "#rate_status", "registered")
     page.fill("#rate_n input[type=number]", "3")

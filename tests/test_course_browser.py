@@ -14,7 +14,7 @@ import re
 import shutil
 
 import pytest
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, _choose, _has_text, _radio
+from test_app_browser import CHROMIUM, CHROMIUM_ARGS, _choose, _fill_and_click, _has_text, _radio
 
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
@@ -62,9 +62,8 @@ def _open(browser, url):
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url)
     page.get_by_role("tab", name="Course", exact=True).click()
-    page.fill("#course_name input, #course_name textarea", LEARNER)
-    page.click("#course_sign_in")
-    _has_text(page, "#course_who", f"Signed in as {LEARNER}")
+    _fill_and_click(page, "#course_name input, #course_name textarea", LEARNER, "#course_sign_in",
+                    "#course_who", f"Signed in as {LEARNER}")
     return page
 
 
@@ -77,8 +76,8 @@ def _save(page, tmp_path, name):
 def test_a_learner_takes_the_whole_screening_test_and_gets_the_report(app, browser, tmp_path):
     page = _open(browser, app["url"])
     page.get_by_role("tab", name="Screening test").click()
-    page.fill("#screen_seed input", str(SCREENING_SEED))
-    page.click("#screen_start")
+    _fill_and_click(page, "#screen_seed input", str(SCREENING_SEED), "#screen_start", "#screen_header",
+                    f"screening {SCREENING_SEED}: case 1 of 20")
     for k in range(20):
         _has_text(page, "#screen_header", f"case {k + 1} of 20")
         page.locator("#screen_audio audio[src]").first.wait_for(state="attached")
@@ -110,13 +109,13 @@ def test_a_practice_case_gets_feedback_and_the_timeline(app, browser, tmp_path):
 def test_a_teacher_exports_a_set_and_bad_files_are_refused(app, browser, tmp_path):
     page = _open(browser, app["url"])
     page.get_by_role("tab", name="Case sets").click()
-    page.fill("#set_name input, #set_name textarea", "week 1")
     for cond in ("mitral regurgitation", "aortic stenosis"):
         _choose(page, "set_conditions", cond)
     page.keyboard.press("Escape")
     page.click("#set_add")
     _has_text(page, "#set_list", "aortic stenosis")
     assert page.locator("#set_list li").count() == 2
+    page.fill("#set_name input, #set_name textarea", "week 1")  # typed well after the tab appeared
     page.click("#set_save")
     _has_text(page, "#set_status", "Saved set week 1: 2 case(s)")
     _choose(page, "set_export_name", "week 1")
